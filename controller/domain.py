@@ -1,0 +1,178 @@
+"""Value types shared by the core, its ports and their adapters.
+
+Everything here is a small frozen dataclass or an enum: values that cross a port boundary are
+never mutated after they are made, so an adapter cannot change what the core decided on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+from types import MappingProxyType
+
+from controller.reasons import Reason
+
+
+class LaneKind(StrEnum):
+    """Where a parcel can leave the sorter. Severity grows down the list."""
+
+    RELEASE = "release"
+    INSPECTION = "inspection"
+    EXCEPTION = "exception"
+
+
+class LaneStatus(IntEnum):
+    """Lane status word reported by the PLC."""
+
+    AVAILABLE = 0
+    FULL = 1
+    BLOCKED = 2
+
+
+class RiskChannel(StrEnum):
+    """Customs risk channel from advance electronic data."""
+
+    GREEN = "GREEN"
+    YELLOW = "YELLOW"
+    RED = "RED"
+
+
+@dataclass(frozen=True, slots=True)
+class RiskResult:
+    """A parcel's pre-computed risk result, loaded ahead of arrival."""
+
+    hawb: str
+    channel: RiskChannel
+    score: float
+    declared_goods: str = ""
+    flight: str = ""
+
+
+class XrayStatus(StrEnum):
+    """Whether the on-site X-ray inference produced usable scores."""
+
+    OK = "ok"
+    MISSING = "missing"  # no image arrived for the parcel
+    FAILED = "failed"  # the model raised or the session is down
+    LATE = "late"  # no result before the parcel's deadline
+    BAD_IMAGE = "bad_image"  # an image arrived but could not be read
+
+
+@dataclass(frozen=True, slots=True)
+class XrayResult:
+    """Per-class scores in [0, 1] from the on-site model, or why there are none."""
+
+    status: XrayStatus
+    scores: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    model_version: str = ""
+    detail: str = ""
+
+    @classmethod
+    def fault(cls, status: XrayStatus, detail: str = "") -> XrayResult:
+        return cls(status=status, detail=detail)
+
+
+class ReviewOutcome(StrEnum):
+    """An officer's on-screen review of a parcel's image and declaration."""
+
+    CLEAR = "clear"
+    INSPECT = "inspect"
+
+
+class InspectionOutcome(StrEnum):
+    """What an officer records after opening a parcel at an inspection station."""
+
+    CLEARED = "cleared"
+    SEIZED = "seized"
+    REFERRED = "referred"  # sent for further checks
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The policy's answer: a destination, every reason for it, and the policy that gave it."""
+
+    destination: LaneKind
+    reasons: tuple[Reason, ...]
+    policy_version: str
+
+
+# --- sorter telegrams (the contract in docs/ and DESIGN §4) -------------------------------
+
+
+class DivertStatus(IntEnum):
+    """Disposition reported by the PLC in a divert confirmation (wire values)."""
+
+    DIVERTED = 0
+    LANE_FULL = 1  # aborted to recirculation because the lane was full
+    MISSED = 2  # passed its divert point; recirculated
+    DEFAULTED = 3  # no reply in time; the PLC applied its default lane
+    LOST_TRACKING = 4
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationRequest:
+    """PLC → controller: a parcel left the scan tunnel and needs a destination."""
+
+    line: str
+    seq: int
+    tracking_id: int
+    barcode: str  # empty string = no-read
+    scan_time: float  # seconds on the controller's clock
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationReply:
+    """Controller → PLC: the lane a parcel must be diverted to."""
+
+    line: str
+    tracking_id: int
+    lane: int
+    reason: Reason
+
+
+@dataclass(frozen=True, slots=True)
+class DivertConfirmation:
+    """PLC → controller: what actually happened at the divert."""
+
+    line: str
+    seq: int
+    tracking_id: int
+    lane: int
+    status: DivertStatus
+
+
+Telegram = DestinationRequest | DivertConfirmation
+
+
+# --- audit journal ---------------------------------------------------------------------------
+
+
+class EntryKind(StrEnum):
+    """What a journal entry records."""
+
+    TRANSITION = "transition"
+    DECISION = "decision"
+    CONFIRMATION = "confirmation"
+    DEADLINE_MISS = "deadline_miss"
+    ILLEGAL_TRANSITION = "illegal_transition"
+    INSPECTION_RESULT = "inspection_result"
+    ALARM = "alarm"
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One durable audit record. ``data`` must be JSON-serialisable (the decision's inputs)."""
+
+    ts: float
+    kind: EntryKind
+    line: str
+    tracking_id: int
+    hawb: str = ""
+    state_from: str = ""
+    state_to: str = ""
+    destination: str = ""
+    lane: int | None = None
+    reasons: tuple[Reason, ...] = ()
+    policy_version: str = ""
+    data: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))

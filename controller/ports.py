@@ -1,0 +1,75 @@
+"""The ports: what the core needs from the world, as ``typing.Protocol`` classes.
+
+The core imports nothing else from outside ``controller``'s pure modules. Adapters (PLC
+protocols, databases, HTTP, ONNX, the digital twin) implement these; a new sorter, scanner or
+risk feed is a new adapter, never a change to the core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from controller.domain import (
+    DestinationReply,
+    JournalEntry,
+    LaneStatus,
+    ReviewOutcome,
+    RiskResult,
+    Telegram,
+    XrayResult,
+)
+
+
+class SorterPort(Protocol):
+    """One sorter line's PLC, as the controller sees it."""
+
+    line: str
+
+    def telegrams(self) -> AsyncIterator[Telegram]:
+        """Destination requests and divert confirmations, in PLC order, each exactly once."""
+        ...
+
+    async def reply(self, reply: DestinationReply) -> None:
+        """Hand a reply to the PLC; returns when accepted by the adapter, not when moved."""
+        ...
+
+    def lane_status(self) -> Mapping[int, LaneStatus]:
+        """The latest lane status words; lanes not listed count as available."""
+        ...
+
+
+class RiskSource(Protocol):
+    async def lookup(self, hawb: str) -> RiskResult | None:
+        """The parcel's pre-computed risk result, or None when unknown. Must not block."""
+        ...
+
+
+class XrayPort(Protocol):
+    async def analyse(self, line: str, tracking_id: int, hawb: str) -> XrayResult:
+        """Score the parcel's X-ray image. Faults come back as a result, never as exceptions;
+        the core cancels the call when the parcel's deadline passes."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewRequest:
+    line: str
+    tracking_id: int
+    hawb: str
+    risk: RiskResult | None
+    xray: XrayResult
+    deadline: float
+
+
+class ReviewQueue(Protocol):
+    async def review(self, request: ReviewRequest) -> ReviewOutcome:
+        """An officer's on-screen verdict. Cancelled if the parcel's deadline comes first."""
+        ...
+
+
+class Journal(Protocol):
+    async def write(self, entries: list[JournalEntry]) -> None:
+        """Return once every entry is durable. Must not block the event loop."""
+        ...

@@ -1,0 +1,1 @@
+"""Sorter adapters: each implements `controller.ports.SorterPort` for one kind of PLC link."""

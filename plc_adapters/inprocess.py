@@ -1,0 +1,71 @@
+"""The sorter contract played inside one process: no wire, same semantics.
+
+The controller holds the :class:`controller.ports.SorterPort` side; the plant side (the demo's
+stand-in plant, the digital twin, tests) pushes destination requests and divert confirmations
+and receives replies. Sequence numbers are assigned here as a PLC would, and a telegram
+is delivered exactly once, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable, Mapping
+
+from controller.domain import (
+    DestinationReply,
+    DestinationRequest,
+    DivertConfirmation,
+    DivertStatus,
+    LaneStatus,
+    Telegram,
+)
+
+ReplyHandler = Callable[[DestinationReply], None]
+
+
+class InProcessSorter:
+    """One sorter line. ``on_reply`` is called for every reply, on the event loop."""
+
+    def __init__(self, line: str, on_reply: ReplyHandler | None = None) -> None:
+        self.line = line
+        self.on_reply = on_reply
+        self.replies: list[DestinationReply] = []
+        self._queue: asyncio.Queue[Telegram | None] = asyncio.Queue()
+        self._seq = itertools.count(1)
+        self._lanes: dict[int, LaneStatus] = {}
+
+    # --- controller side (SorterPort) ----------------------------------------------------
+
+    async def telegrams(self) -> AsyncIterator[Telegram]:
+        while (telegram := await self._queue.get()) is not None:
+            yield telegram
+
+    async def reply(self, reply: DestinationReply) -> None:
+        if self.on_reply is not None:
+            self.on_reply(reply)
+        else:
+            self.replies.append(reply)
+
+    def lane_status(self) -> Mapping[int, LaneStatus]:
+        return self._lanes
+
+    # --- plant side ----------------------------------------------------------------------
+
+    def request(self, tracking_id: int, barcode: str, scan_time: float) -> int:
+        """A parcel left the scan tunnel; returns the telegram's sequence number."""
+        seq = next(self._seq)
+        self._queue.put_nowait(DestinationRequest(self.line, seq, tracking_id, barcode, scan_time))
+        return seq
+
+    def confirm(self, tracking_id: int, lane: int, status: DivertStatus) -> int:
+        seq = next(self._seq)
+        self._queue.put_nowait(DivertConfirmation(self.line, seq, tracking_id, lane, status))
+        return seq
+
+    def set_lane_status(self, lane: int, status: LaneStatus) -> None:
+        self._lanes[lane] = status
+
+    def close(self) -> None:
+        """End the telegram stream (the controller's line task then returns)."""
+        self._queue.put_nowait(None)
