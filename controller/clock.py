@@ -74,6 +74,12 @@ class ManualClock:
         heapq.heappush(self._sleepers, (when, next(self._order), future))
         await future
 
+    def next_due(self) -> float | None:
+        """When the earliest sleeper wakes, or None if nobody sleeps (for simulation drivers)."""
+        while self._sleepers and self._sleepers[0][2].done():
+            heapq.heappop(self._sleepers)  # cancelled sleepers
+        return self._sleepers[0][0] if self._sleepers else None
+
     async def advance(self, seconds: float) -> None:
         await self.advance_to(self._now + seconds)
 

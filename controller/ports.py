@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from controller.domain import (
     DestinationReply,
@@ -61,6 +61,28 @@ class ReviewRequest:
     risk: RiskResult | None
     xray: XrayResult
     deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class ScanImage:
+    """An X-ray image handed over by a scanner, matched to a parcel by HAWB or tracking id.
+
+    ``pixels`` is a numpy array (H×W, or C×H×W for dual energy; uint8, uint16 or float32);
+    it is None when the image could not be read, and ``error`` says why.
+    """
+
+    hawb: str
+    tracking_id: int | None
+    source: str
+    received_at: float
+    pixels: Any = None
+    error: str | None = None
+
+
+class ImageSource(Protocol):
+    async def image_for(self, line: str, tracking_id: int, hawb: str) -> ScanImage:
+        """Wait for the parcel's image (cancelled when the deadline passes). Must not block."""
+        ...
 
 
 class ReviewQueue(Protocol):
