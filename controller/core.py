@@ -210,6 +210,9 @@ class LineController:
     ) -> tuple[Decision, dict[str, object]]:
         """Gather the evidence under the deadline and apply the policy."""
         version = self.policy.version
+        if request.fault:
+            decision = Decision(LaneKind.EXCEPTION, (Reason.MALFORMED_TELEGRAM,), version)
+            return decision, {"fault": request.fault}
         if not request.barcode:
             return Decision(LaneKind.EXCEPTION, (Reason.NO_READ,), version), {"no_read": True}
         if parcel.laps >= self.line.lap_limit:

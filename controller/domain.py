@@ -119,6 +119,7 @@ class DestinationRequest:
     tracking_id: int
     barcode: str  # empty string = no-read
     scan_time: float  # seconds on the controller's clock
+    fault: str = ""  # set by an adapter for a malformed telegram: the parcel goes to exception
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,3 +95,9 @@ class Journal(Protocol):
     async def write(self, entries: list[JournalEntry]) -> None:
         """Return once every entry is durable. Must not block the event loop."""
         ...
+
+
+class AlarmSink(Protocol):
+    def alarm(self, source: str, message: str, *, active: bool) -> None:
+        """Record that an alarm began (``active``) or ended; idempotent per state, non-blocking."""
+        ...

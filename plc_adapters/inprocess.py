@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 
 from controller.domain import (
     DestinationReply,
@@ -20,8 +20,7 @@ from controller.domain import (
     LaneStatus,
     Telegram,
 )
-
-ReplyHandler = Callable[[DestinationReply], None]
+from plc_adapters.plant_side import ReplyHandler
 
 
 class InProcessSorter:
