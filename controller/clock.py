@@ -7,6 +7,9 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -19,9 +22,14 @@ class Clock(Protocol):
         """Return once ``now() >= when``; cancellable."""
         ...
 
+    def timeout_at(self, when: float) -> AbstractAsyncContextManager[object]:
+        """Like ``asyncio.timeout_at`` on this clock: the block is cancelled at ``when`` and
+        ``TimeoutError`` raised. Cheap: no task is created."""
+        ...
+
 
 class MonotonicClock:
-    """Wall time for production: ``time.monotonic`` and ``asyncio.sleep``."""
+    """Wall time for production: ``time.monotonic`` and the event loop's timers."""
 
     def now(self) -> float:
         return time.monotonic()
@@ -30,6 +38,10 @@ class MonotonicClock:
         delay = when - self.now()
         if delay > 0:
             await asyncio.sleep(delay)
+
+    def timeout_at(self, when: float) -> AbstractAsyncContextManager[object]:
+        loop_time = asyncio.get_running_loop().time()
+        return asyncio.timeout_at(loop_time + (when - self.now()))
 
 
 class ScaledClock:
@@ -50,9 +62,21 @@ class ScaledClock:
         if delay > 0:
             await asyncio.sleep(delay)
 
+    def timeout_at(self, when: float) -> AbstractAsyncContextManager[object]:
+        loop_time = asyncio.get_running_loop().time()
+        return asyncio.timeout_at(loop_time + (when - self.now()) / self.speed)
+
+
+@dataclass(order=True, slots=True)
+class _Timer:
+    when: float
+    order: int
+    callback: Callable[[], None] = field(compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
 
 class ManualClock:
-    """Simulated time that moves only when told to; sleepers wake in time order.
+    """Simulated time that moves only when told to; timers fire in time order.
 
     ``advance`` lets woken tasks run before it returns, so a test reads the effects of
     everything due up to the new time.
@@ -60,39 +84,67 @@ class ManualClock:
 
     def __init__(self, start: float = 0.0) -> None:
         self._now = start
-        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._timers: list[_Timer] = []
         self._order = itertools.count()
 
     def now(self) -> float:
         return self._now
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> _Timer:
+        timer = _Timer(when, next(self._order), callback)
+        heapq.heappush(self._timers, timer)
+        return timer
 
     async def sleep_until(self, when: float) -> None:
         if when <= self._now:
             await asyncio.sleep(0)
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (when, next(self._order), future))
-        await future
+        timer = self.call_at(when, lambda: _wake(future))
+        try:
+            await future
+        finally:
+            timer.cancelled = True
+
+    @asynccontextmanager
+    async def _timeout_at(self, when: float) -> AsyncIterator[None]:
+        async with asyncio.timeout(None) as scope:
+            loop = asyncio.get_running_loop()
+            timer = self.call_at(when, lambda: scope.reschedule(loop.time()))
+            if when <= self._now:
+                scope.reschedule(loop.time())
+            try:
+                yield
+            finally:
+                timer.cancelled = True
+
+    def timeout_at(self, when: float) -> AbstractAsyncContextManager[object]:
+        return self._timeout_at(when)
 
     def next_due(self) -> float | None:
-        """When the earliest sleeper wakes, or None if nobody sleeps (for simulation drivers)."""
-        while self._sleepers and self._sleepers[0][2].done():
-            heapq.heappop(self._sleepers)  # cancelled sleepers
-        return self._sleepers[0][0] if self._sleepers else None
+        """When the earliest live timer fires, or None (for simulation drivers)."""
+        while self._timers and self._timers[0].cancelled:
+            heapq.heappop(self._timers)
+        return self._timers[0].when if self._timers else None
 
     async def advance(self, seconds: float) -> None:
         await self.advance_to(self._now + seconds)
 
     async def advance_to(self, when: float) -> None:
         await _settle()
-        while self._sleepers and self._sleepers[0][0] <= when:
-            due, _, future = heapq.heappop(self._sleepers)
-            self._now = max(self._now, due)
-            if not future.done():
-                future.set_result(None)
+        while (due := self.next_due()) is not None and due <= when:
+            timer = heapq.heappop(self._timers)
+            self._now = max(self._now, timer.when)
+            timer.cancelled = True
+            timer.callback()
             await _settle()
         self._now = max(self._now, when)
         await _settle()
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 async def _settle(rounds: int = 20) -> None:

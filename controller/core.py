@@ -12,12 +12,12 @@ The core knows nothing of protocols or databases: everything outside is a port.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections import deque
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, replace
-from typing import TypeVar
 
 from controller.clock import Clock
 from controller.config import Line, SiteConfig
@@ -45,7 +45,6 @@ from controller.ports import Journal, ReviewQueue, ReviewRequest, RiskSource, So
 from controller.reasons import Reason
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 _AFTER_DIVERT = {
     LaneKind.RELEASE: ParcelState.RELEASED,
@@ -94,7 +93,8 @@ class LineController:
         self.in_inspection: dict[str, deque[Parcel]] = {}
         self._lane_kind = {lane.id: lane.kind for lane in line.lanes}
         self._deciding: dict[int, asyncio.Task[None]] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        self._backlog: list[JournalEntry] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     # --- telegram loop -------------------------------------------------------------------
 
@@ -111,9 +111,10 @@ class LineController:
 
     async def drain(self) -> None:
         """Wait for decisions in flight and journal writes still pending."""
-        pending = [*self._deciding.values(), *self._background]
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        if self._deciding:
+            await asyncio.gather(*self._deciding.values(), return_exceptions=True)
+        if self._flusher is not None:
+            await self._flusher
 
     def _start_decision(self, request: DestinationRequest) -> None:
         task = asyncio.create_task(self._decide(request))
@@ -219,15 +220,17 @@ class LineController:
             decision = Decision(LaneKind.EXCEPTION, (Reason.LAP_LIMIT,), version)
             return decision, {"laps": parcel.laps}
         cutoff = deadline - self.line.reply_budget_s
-        risk_task = asyncio.ensure_future(self.risk.lookup(parcel.hawb))
-        xray_task = asyncio.ensure_future(
-            self.xray.analyse(self.line.id, parcel.tracking_id, parcel.hawb)
-        )
-        await self._until(cutoff, asyncio.wait({risk_task, xray_task}))
-        risk = _result_or(risk_task, None)
-        xray = _result_or(xray_task, XrayResult.fault(XrayStatus.LATE, "no result by deadline"))
-        if xray_task.done() and not xray_task.cancelled() and xray_task.exception():
-            xray = XrayResult.fault(XrayStatus.FAILED, repr(xray_task.exception()))
+        xray_task = asyncio.create_task(self._xray(parcel))
+        risk: RiskResult | None = None
+        with contextlib.suppress(TimeoutError):
+            async with self.clock.timeout_at(cutoff):
+                risk = await self._risk(parcel.hawb)  # the X-ray runs meanwhile
+                await asyncio.wait((xray_task,))
+        if xray_task.done():
+            xray = xray_task.result()
+        else:
+            xray_task.cancel()
+            xray = XrayResult.fault(XrayStatus.LATE, "no result by the deadline")
         inputs = PolicyInputs(
             no_read=False,
             risk=risk,
@@ -236,25 +239,24 @@ class LineController:
             audit_draw=self.rng.random(),
         )
         if self.review is not None and self.policy.wants_review(inputs):
-            request_ = ReviewRequest(
-                self.line.id, parcel.tracking_id, parcel.hawb, risk, xray, cutoff
-            )
-            outcome = await self._until(cutoff, self.review.review(request_))
-            inputs = replace(inputs, review=outcome)
+            ask = ReviewRequest(self.line.id, parcel.tracking_id, parcel.hawb, risk, xray, cutoff)
+            with contextlib.suppress(TimeoutError):
+                async with self.clock.timeout_at(cutoff):
+                    inputs = replace(inputs, review=await self.review.review(ask))
         return self.policy.decide(inputs), _describe(inputs)
 
-    async def _until(self, when: float, awaitable: Awaitable[T]) -> T | None:
-        """Await ``awaitable`` until ``when`` on the injected clock; None if time ran out."""
-        work = asyncio.ensure_future(awaitable)
-        timer = asyncio.ensure_future(self.clock.sleep_until(when))
+    async def _risk(self, hawb: str) -> RiskResult | None:
         try:
-            await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            timer.cancel()
-        if work.done() and not work.cancelled() and work.exception() is None:
-            return work.result()
-        work.cancel()
-        return None
+            return await self.risk.lookup(hawb)
+        except Exception as exc:  # a broken risk source means: no risk result
+            log.warning("line %s: risk lookup for %s failed: %r", self.line.id, hawb, exc)
+            return None
+
+    async def _xray(self, parcel: Parcel) -> XrayResult:
+        try:
+            return await self.xray.analyse(self.line.id, parcel.tracking_id, parcel.hawb)
+        except Exception as exc:  # the port should report faults itself; fail secure if not
+            return XrayResult.fault(XrayStatus.FAILED, repr(exc))
 
     def _lane_for(self, destination: LaneKind) -> int | None:
         """First available lane of the decided kind; exception lanes if none; else None."""
@@ -443,15 +445,24 @@ class LineController:
             await self.journal.write(entries)
 
     def _journal_later(self, entries: list[JournalEntry]) -> None:
-        """Journal off the telegram loop's path; failures are logged, never swallowed silently."""
-        task = asyncio.create_task(self._journal(entries))
-        self._background.add(task)
-        task.add_done_callback(self._journal_done)
+        """Journal off the telegram loop's path, batched into one write per loop turn."""
+        self._backlog.extend(entries)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
 
-    def _journal_done(self, task: asyncio.Task[None]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("line %s: journal write failed: %r", self.line.id, exc)
+    async def _flush(self) -> None:
+        while self._backlog:
+            batch, self._backlog = self._backlog, []
+            try:
+                await self.journal.write(batch)
+            except Exception as exc:  # the log keeps what the journal could not
+                log.error(
+                    "line %s: journal write of %d entries failed: %r; entries: %s",
+                    self.line.id,
+                    len(batch),
+                    exc,
+                    [(e.kind.value, e.tracking_id, e.state_from, e.state_to) for e in batch],
+                )
 
 
 class Controller:
@@ -506,15 +517,6 @@ class Controller:
             len(line.on_belt) + sum(len(q) for q in line.in_inspection.values())
             for line in self.lines.values()
         )
-
-
-def _result_or(task: asyncio.Future[T], default: T) -> T:
-    if task.done() and not task.cancelled() and task.exception() is None:
-        return task.result()
-    if task.done() and not task.cancelled():
-        log.warning("evidence source failed: %r", task.exception())
-    task.cancel()
-    return default
 
 
 def _describe(inputs: PolicyInputs) -> dict[str, object]:

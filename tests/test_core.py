@@ -14,6 +14,7 @@ from controller.config import SiteConfig
 from controller.core import Controller
 from controller.domain import (
     DestinationReply,
+    DestinationRequest,
     DivertStatus,
     EntryKind,
     InspectionOutcome,
@@ -355,3 +356,17 @@ async def test_missing_sorter_for_a_line_is_refused() -> None:
         Controller(
             site(), {}, DictRisk(), ScriptedXray(ManualClock()), MemoryJournal(), ManualClock()
         )
+
+
+async def test_malformed_telegram_goes_to_exception_with_its_fault_recorded() -> None:
+    async with plant() as p:
+        p.green("H1")
+        await p.sorter._queue.put(  # what a PLC adapter delivers for a telegram it cannot trust
+            DestinationRequest("L1", 1, 11, "H1", p.clock.now(), fault="barcode has byte 0xff")
+        )
+        await p.clock.advance(WINDOW)
+        reply = p.reply_for(11)
+        assert (reply.lane, reply.reason) == (9, Reason.MALFORMED_TELEGRAM)
+        decision = next(e for e in p.journal.for_parcel(11) if e.kind is EntryKind.DECISION)
+        assert decision.data["fault"] == "barcode has byte 0xff"
+        assert p.xray.calls == 0

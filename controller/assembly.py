@@ -1,0 +1,188 @@
+"""The composition root: builds the adapters a site file names and runs them in one task group.
+
+This is the only place that knows which adapter implements which port. Adding an adapter
+means adding its settings model in :mod:`controller.config` and one branch in a factory here;
+the core is never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from controller.clock import Clock, MonotonicClock, ScaledClock
+from controller.config import SiteConfig
+from controller.core import Controller
+from controller.domain import XrayResult, XrayStatus
+from controller.ports import ReviewQueue, SorterPort, XrayPort
+from controller.risk import RiskBook, feed_from_settings
+from controller.store.forwarder import ForwarderStatus, JournalForwarder
+from controller.store.journal import SqliteJournal
+from simulation.standin import Plant
+
+log = logging.getLogger(__name__)
+
+
+class NoImages:
+    """The X-ray port when no scanner is configured: every parcel lacks an image."""
+
+    async def analyse(self, line: str, tracking_id: int, hawb: str) -> XrayResult:
+        return XrayResult.fault(XrayStatus.MISSING, "no X-ray source configured")
+
+
+@dataclass
+class Snapshot:
+    """What the live view shows, taken once per refresh."""
+
+    clock_s: float
+    kpis: dict[str, object]
+    open_parcels: int
+    risk_results: int
+    journal_rows: int
+    journal_commits: int
+    forwarder: ForwarderStatus | None
+    plant: dict[str, int] = field(default_factory=dict)
+
+
+Reporter = Callable[[Snapshot], None]
+
+
+class Site:
+    """Every part of one site, wired from its config; ``run`` serves until stopped."""
+
+    def __init__(self, config: SiteConfig) -> None:
+        self.config = config
+        self.clock: Clock = ScaledClock(config.plant.speed) if config.plant else MonotonicClock()
+        self.book = RiskBook()
+        self.journal = SqliteJournal(
+            config.store.journal_path, config.site.id, config.store.group_commit_ms
+        )
+        self.forwarder = (
+            JournalForwarder(
+                config.store.journal_path,
+                config.store.central_url,
+                config.site.id,
+                config.store.forward_interval_s,
+                config.store.forward_batch,
+            )
+            if config.store.central_url
+            else None
+        )
+        self.plant = Plant(config, config.plant, self.clock, self.book) if config.plant else None
+        self.controller = Controller(
+            config,
+            self._sorters(),
+            self.book,
+            self._xray(),
+            self.journal,
+            self.clock,
+            review=self._review(),
+        )
+        if self.plant is not None:
+            self.plant.attach(self.controller)
+
+    def _sorters(self) -> dict[str, SorterPort]:
+        sorters: dict[str, SorterPort] = {}
+        for line in self.config.lines:
+            if line.sorter.type == "inprocess":
+                assert self.plant is not None  # guaranteed by SiteConfig validation
+                sorters[line.id] = self.plant.sorters[line.id]
+        return sorters
+
+    def _xray(self) -> XrayPort:
+        if self.config.xray.type == "standin" and self.plant is not None:
+            return self.plant
+        return NoImages()
+
+    def _review(self) -> ReviewQueue | None:
+        if self.config.review.type == "standin" and self.plant is not None:
+            return self.plant
+        return None
+
+    def snapshot(self) -> Snapshot:
+        now = self.clock.now()
+        plant = {}
+        if self.plant is not None:
+            plant = {
+                "inducted": self.plant.inducted,
+                "threats_inducted": self.plant.threats_inducted,
+                "threats_released": self.plant.threats_released,
+            }
+        return Snapshot(
+            clock_s=now,
+            kpis=self.controller.kpis.snapshot(now),
+            open_parcels=self.controller.open_parcels(),
+            risk_results=len(self.book),
+            journal_rows=self.journal.rows_written,
+            journal_commits=self.journal.commits,
+            forwarder=self.forwarder.status if self.forwarder else None,
+            plant=plant,
+        )
+
+    async def run(
+        self,
+        duration_s: float | None = None,
+        stop: asyncio.Event | None = None,
+        report: Reporter | None = None,
+        report_every_s: float = 1.0,
+    ) -> Snapshot:
+        """Serve until ``stop`` is set, or until the plant stand-in has run ``duration_s``
+        wall seconds and every parcel it inducted is closed. Returns the final snapshot."""
+        stop = stop or asyncio.Event()
+        async with self.journal:
+            feeds = [feed_from_settings(f) for f in self.config.risk_feeds]
+            if feeds:
+                problems = await self.book.refresh_once(feeds)  # load before the first scan
+                log.info(
+                    "risk feeds: %d results loaded, %d problems", len(self.book), len(problems)
+                )
+            async with asyncio.TaskGroup() as group:
+                background = []
+                if feeds:
+                    poll = min(f.poll_s for f in self.config.risk_feeds)
+                    background.append(group.create_task(self.book.run(feeds, poll)))
+                if self.forwarder is not None:
+                    background.append(group.create_task(self.forwarder.run()))
+                if report is not None:
+                    background.append(group.create_task(self._report(report, report_every_s)))
+                serving = group.create_task(self.controller.run())
+                main = [serving]
+                if self.plant is not None:
+                    plant_s = None if duration_s is None else duration_s * self._speed()
+                    main.append(group.create_task(self.plant.run(plant_s)))
+                elif duration_s is not None:
+                    group.create_task(_set_after(stop, duration_s))
+                stopper = group.create_task(stop.wait())
+                await asyncio.wait([*main, stopper], return_when=asyncio.FIRST_COMPLETED)
+                if stop.is_set():
+                    for task in main:
+                        task.cancel()
+                else:
+                    await asyncio.gather(*main)
+                stopper.cancel()
+                for task in background:
+                    task.cancel()
+            if self.forwarder is not None:
+                with contextlib.suppress(Exception):
+                    await self.forwarder.forward_once()  # ship the tail before leaving
+                await self.forwarder.close()
+        final = self.snapshot()
+        if report is not None:
+            report(final)
+        return final
+
+    def _speed(self) -> float:
+        return self.clock.speed if isinstance(self.clock, ScaledClock) else 1.0
+
+    async def _report(self, report: Reporter, every_s: float) -> None:
+        while True:
+            report(self.snapshot())
+            await asyncio.sleep(every_s)
+
+
+async def _set_after(event: asyncio.Event, seconds: float) -> None:
+    await asyncio.sleep(seconds)
+    event.set()

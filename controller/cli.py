@@ -1,0 +1,181 @@
+"""The ``cargogate`` command line: run a site, check a site file, print the version."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from controller import __version__
+from controller.assembly import Site, Snapshot
+from controller.config import ConfigError, SiteConfig, load_config
+
+app = typer.Typer(
+    help="CargoGate: customs clearance control for express cargo centers.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Work with site files.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+console = Console()
+errors = Console(stderr=True)
+
+ConfigPath = Annotated[
+    Path, typer.Argument(help="Site file (YAML), e.g. config/demo.yaml.", show_default=False)
+]
+
+
+def _load(path: Path) -> SiteConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        _print_problems(exc)
+        raise typer.Exit(code=2) from None
+
+
+def _print_problems(exc: ConfigError) -> None:
+    table = Table(title=f"{exc.source}: {len(exc.problems)} problem(s)", title_justify="left")
+    table.add_column("where", style="cyan", no_wrap=True)
+    table.add_column("value", style="magenta")
+    table.add_column("problem")
+    for where, value, message in exc.problems:
+        table.add_row(where, value, message)
+    errors.print(table)
+
+
+@app.command()
+def version() -> None:
+    """Print the CargoGate version."""
+    console.print(f"cargogate {__version__}")
+
+
+@config_app.command("check")
+def config_check(
+    files: Annotated[list[Path], typer.Argument(help="One or more site files to validate.")],
+) -> None:
+    """Validate site files; print every problem with its path and value. Exit 2 on any error."""
+    failed = False
+    for path in files:
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            _print_problems(exc)
+            failed = True
+            continue
+        lanes = sum(len(line.lanes) for line in config.lines)
+        windows = ", ".join(
+            f"{line.id} {line.belt.decision_window_s:.2f} s" for line in config.lines
+        )
+        console.print(
+            f"[green]ok[/green] {path}: site {config.site.id}, {len(config.lines)} line(s), "
+            f"{lanes} lane(s); decision windows: {windows}"
+        )
+    if failed:
+        raise typer.Exit(code=2)
+
+
+@app.command()
+def run(
+    config_file: ConfigPath,
+    duration: Annotated[
+        float | None,
+        typer.Option(help="Stop after this many wall-clock seconds (default: run until Ctrl-C)."),
+    ] = None,
+    live: Annotated[
+        bool | None,
+        typer.Option(help="Show the live KPI view (default: when the output is a terminal)."),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="Logging level: debug, info, warning.")] = "info",
+) -> None:
+    """Run the controller for every line of a site until stopped (Ctrl-C or SIGTERM)."""
+    config = _load(config_file)
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    show_live = sys.stdout.isatty() if live is None else live
+    final = asyncio.run(_run(config, duration, show_live))
+    console.print(_view(config, final))
+    console.print(f"journal: {config.store.journal_path}")
+
+
+async def _run(config: SiteConfig, duration: float | None, show_live: bool) -> Snapshot:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    site = Site(config)
+    if not show_live:
+        return await site.run(duration, stop)
+    with Live(console=console, refresh_per_second=4, transient=True) as view:
+        return await site.run(duration, stop, report=lambda s: view.update(_view(config, s)))
+
+
+def _view(config: SiteConfig, snap: Snapshot) -> Group:
+    k = snap.kpis
+    target = f"{config.clearance.target_s:g} s"
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    share = k["share_within_target"]
+    head.add_row(f"cleared within {target}", _pct(share) + f"  ({k['verdicts']} verdicts)")
+    rolling = k["rolling"]
+    assert isinstance(rolling, dict)
+    head.add_row("rolling", "  ".join(f"{w}: {_pct(v)}" for w, v in rolling.items()))
+    head.add_row("clearance buckets", "  ".join(f"{b}: {n}" for b, n in _items(k["buckets"])))
+    head.add_row(
+        "decisions",
+        f"{k['decisions']}  deadline misses {k['deadline_misses']}  "
+        f"recirculations {k['recirculations']}  open parcels {snap.open_parcels}",
+    )
+    head.add_row("closed", "  ".join(f"{s}: {n}" for s, n in _items(k["by_state"])) or "-")
+    head.add_row(
+        "audit journal",
+        f"{snap.journal_rows} rows in {snap.journal_commits} commits; "
+        f"{snap.risk_results} risk results in memory",
+    )
+    if snap.forwarder is not None:
+        f = snap.forwarder
+        state = "[green]connected[/green]" if f.connected else f"[red]down[/red] {f.last_error}"
+        head.add_row("central database", f"{state}, backlog {f.backlog}, shipped {f.shipped_total}")
+    if snap.plant:
+        p = snap.plant
+        head.add_row(
+            "plant (stand-in)",
+            f"{p['inducted']} inducted, {p['threats_inducted']} threats, "
+            f"{p['threats_released']} threats released, plant clock {snap.clock_s:,.0f} s",
+        )
+    lanes = Table(title="parcels per lane", title_justify="left")
+    lanes.add_column("line/lane")
+    lanes.add_column("kind")
+    lanes.add_column("parcels", justify="right")
+    kinds = {(line.id, lane.id): lane.kind.value for line in config.lines for lane in line.lanes}
+    for key, n in _items(k["by_lane"]):
+        line_id, lane_id = key.split("/")
+        lanes.add_row(key, kinds.get((line_id, int(lane_id)), "?"), str(n))
+    reasons = Table(title="reason codes", title_justify="left")
+    reasons.add_column("reason")
+    reasons.add_column("parcels", justify="right")
+    for name, n in list(_items(k["by_reason"]))[:12]:
+        reasons.add_row(name, str(n))
+    row = Table.grid(padding=(0, 4))
+    row.add_row(lanes, reasons)
+    return Group(head, row)
+
+
+def _items(value: object) -> list[tuple[str, object]]:
+    assert isinstance(value, dict)
+    return list(value.items())
+
+
+def _pct(value: object) -> str:
+    return "-" if value is None else f"{float(value) * 100:.1f} %"  # type: ignore[arg-type]
