@@ -166,13 +166,21 @@ class Site:
                 for task in background:
                     task.cancel()
             if self.forwarder is not None:
-                with contextlib.suppress(Exception):
-                    await self.forwarder.forward_once()  # ship the tail before leaving
-                await self.forwarder.close()
+                await self._ship_tail(self.forwarder)
         final = self.snapshot()
         if report is not None:
             report(final)
         return final
+
+    @staticmethod
+    async def _ship_tail(forwarder: JournalForwarder, limit_s: float = 10.0) -> None:
+        """Ship what the central database still lacks, for at most ``limit_s``; the rest
+        stays in the local journal and goes on the next start."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit_s):
+                while await forwarder.forward_once() > 0:
+                    pass
+        await forwarder.close()
 
     def _speed(self) -> float:
         return self.clock.speed if isinstance(self.clock, ScaledClock) else 1.0
