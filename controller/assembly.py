@@ -12,15 +12,18 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from controller.clock import Clock, MonotonicClock, ScaledClock
 from controller.config import SiteConfig
 from controller.core import Controller
 from controller.domain import XrayResult, XrayStatus
 from controller.ports import ReviewQueue, SorterPort, XrayPort
+from controller.recovery import open_parcels
 from controller.risk import RiskBook, feed_from_settings
 from controller.store.forwarder import ForwarderStatus, JournalForwarder
 from controller.store.journal import SqliteJournal
+from controller.store.read import read_entries
 from simulation.standin import Plant
 
 log = logging.getLogger(__name__)
@@ -133,6 +136,7 @@ class Site:
         wall seconds and every parcel it inducted is closed. Returns the final snapshot."""
         stop = stop or asyncio.Event()
         async with self.journal:
+            await self.recover()
             feeds = [feed_from_settings(f) for f in self.config.risk_feeds]
             if feeds:
                 problems = await self.book.refresh_once(feeds)  # load before the first scan
@@ -171,6 +175,19 @@ class Site:
         if report is not None:
             report(final)
         return final
+
+    async def recover(self) -> None:
+        """Take back the parcels the journal shows open (a restart loses none)."""
+        wall_now = datetime.now(UTC)
+        since = wall_now - timedelta(hours=self.config.store.recovery_horizon_h)
+        rows = await asyncio.to_thread(
+            read_entries, self.journal.url, self.config.site.id, since=since
+        )
+        parcels = open_parcels(rows, self.clock.now(), wall_now)
+        for line_id, line in self.controller.lines.items():
+            line.restore([p for p in parcels if p.line == line_id])
+        if parcels:
+            log.info("recovered %d open parcel(s) from the journal", len(parcels))
 
     @staticmethod
     async def _ship_tail(forwarder: JournalForwarder, limit_s: float = 10.0) -> None:

@@ -162,6 +162,8 @@ class Store(Strict):
     central_url: str | None = None
     forward_interval_s: PositiveFloat = 1.0
     forward_batch: int = Field(default=1000, ge=1)
+    recovery_horizon_h: PositiveFloat = 24.0
+    """At start-up, parcels left open in the journal this recently are taken back."""
 
 
 class FileRiskFeed(Strict):

@@ -127,6 +127,19 @@ class LineController:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("line %s parcel %s: decision failed: %r", self.line.id, tracking_id, exc)
 
+    def restore(self, parcels: list[Parcel]) -> None:
+        """Take back parcels that were open when the controller last stopped (see recovery)."""
+        now = self.clock.now()
+        for parcel in parcels:
+            if parcel.state is ParcelState.SCANNED:  # its decision died with the process
+                self._miss(parcel, now, "controller restarted while deciding")
+            if parcel.state is ParcelState.IN_INSPECTION:
+                self.in_inspection.setdefault(parcel.hawb, deque()).append(parcel)
+            else:
+                self.on_belt[parcel.tracking_id] = parcel
+            if not parcel.state.cleared:
+                self.kpis.arrived(self.line.id, parcel.tracking_id, parcel.arrived_at)
+
     # --- decisions -------------------------------------------------------------------------
 
     async def _decide(self, request: DestinationRequest) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -12,8 +13,8 @@ from controller.assembly import Site
 from controller.clock import MonotonicClock
 from controller.config import SiteConfig, load_config, parse_config
 from controller.core import Controller
-from controller.domain import DestinationReply, RiskChannel, RiskResult
-from controller.lifecycle import TERMINAL_STATES
+from controller.domain import DestinationReply, InspectionOutcome, RiskChannel, RiskResult
+from controller.lifecycle import TERMINAL_STATES, ParcelState
 from controller.risk import RiskBook
 from controller.store.journal import SqliteJournal
 from controller.store.read import read_entries
@@ -91,3 +92,38 @@ async def test_decision_is_durable_before_the_sorter_sees_the_reply(tmp_path: Pa
 def test_shipped_configs_are_valid() -> None:
     for path in sorted((ROOT / "config").glob("*.yaml")):
         load_config(path)
+
+
+async def test_a_restart_takes_back_every_open_parcel(tmp_path: Path) -> None:
+    config = demo_config(tmp_path, inspection_s=600, threat_rate=0.2)
+    first = Site(config)
+    stop = asyncio.Event()
+
+    async def stop_soon() -> None:
+        await asyncio.sleep(2.0)
+        stop.set()
+
+    await asyncio.gather(first.run(stop=stop), stop_soon())
+    before = {
+        (line_id, p.tracking_id): p.state
+        for line_id, line in first.controller.lines.items()
+        for p in [*line.on_belt.values(), *(q for d in line.in_inspection.values() for q in d)]
+    }
+    assert any(state is ParcelState.IN_INSPECTION for state in before.values())
+
+    second = Site(config)
+    async with second.journal:
+        await second.recover()
+    after = {
+        (line_id, p.tracking_id): p.state
+        for line_id, line in second.controller.lines.items()
+        for p in [*line.on_belt.values(), *(q for d in line.in_inspection.values() for q in d)]
+    }
+    assert after.keys() == before.keys()
+    for key, state in after.items():
+        assert not state.terminal
+        assert state is not ParcelState.SCANNED  # in-flight decisions come back defaulted
+        if before[key] is not ParcelState.SCANNED:
+            assert state is before[key]
+    hawb = next(hawb for line in second.controller.lines.values() for hawb in line.in_inspection)
+    assert second.controller.record_inspection(hawb, InspectionOutcome.CLEARED)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +38,18 @@ def read_entries(
     site: str | None = None,
     after_seq: int = 0,
     limit: int | None = None,
+    since: datetime | None = None,
 ) -> list[dict[str, Any]]:
-    """Journal rows in ``(site, seq)`` order, as dicts keyed by column name.
+    """Journal rows in ``(site, seq)`` order, as dicts keyed by column name; ``since``
+    keeps rows written at or after that UTC time.
 
     ``reasons`` is a list of ints, ``data`` a dict and ``wall_time`` a UTC datetime.
     """
     stmt = sa.select(journal_table).where(journal_table.c.seq > after_seq)
     if site is not None:
         stmt = stmt.where(journal_table.c.site == site)
+    if since is not None:
+        stmt = stmt.where(journal_table.c.wall_time >= since)
     stmt = stmt.order_by(journal_table.c.site, journal_table.c.seq)
     if limit is not None:
         stmt = stmt.limit(limit)
