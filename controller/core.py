@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, replace
 
 from controller.clock import Clock
-from controller.config import Line, SiteConfig
+from controller.config import Lane, Line, SiteConfig
 from controller.domain import (
     Decision,
     DestinationReply,
@@ -92,6 +92,7 @@ class LineController:
         self.on_belt: dict[int, Parcel] = {}
         self.in_inspection: dict[str, deque[Parcel]] = {}
         self._lane_kind = {lane.id: lane.kind for lane in line.lanes}
+        self._load = LaneLoad()
         self._deciding: dict[int, asyncio.Task[None]] = {}
         self._backlog: list[JournalEntry] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -184,6 +185,7 @@ class LineController:
         parcel.move(ParcelState.DECIDED, self.clock.now())
         reason = decision.reasons[0]
         await self.sorter.reply(DestinationReply(self.line.id, parcel.tracking_id, lane, reason))
+        self._load.assigned(lane, now=self.clock.now())
         self.kpis.decided(self.line.id, lane, decision.reasons)
 
     def _admit(self, request: DestinationRequest) -> tuple[Parcel | None, list[JournalEntry]]:
@@ -272,12 +274,18 @@ class LineController:
             return XrayResult.fault(XrayStatus.FAILED, repr(exc))
 
     def _lane_for(self, destination: LaneKind) -> int | None:
-        """First available lane of the decided kind; exception lanes if none; else None."""
+        """The available lane of the decided kind with the most spare capacity (recent
+        assignments against ``capacity_per_h``); exception lanes if none; else None."""
         status = self.sorter.lane_status()
+        now = self.clock.now()
         for kind in (destination, LaneKind.EXCEPTION):
-            for lane in self.line.lanes_of(kind):
-                if status.get(lane.id, LaneStatus.AVAILABLE) is LaneStatus.AVAILABLE:
-                    return lane.id
+            open_lanes = [
+                lane
+                for lane in self.line.lanes_of(kind)
+                if status.get(lane.id, LaneStatus.AVAILABLE) is LaneStatus.AVAILABLE
+            ]
+            if open_lanes:
+                return min(open_lanes, key=lambda lane: self._load.utilisation(lane, now)).id
         return None
 
     def _miss(self, parcel: Parcel, deadline: float, why: str) -> None:
@@ -476,6 +484,25 @@ class LineController:
                     exc,
                     [(e.kind.value, e.tracking_id, e.state_from, e.state_to) for e in batch],
                 )
+
+
+class LaneLoad:
+    """Parcels sent to each lane over the last ``window_s``, as a share of its capacity."""
+
+    def __init__(self, window_s: float = 60.0) -> None:
+        self.window_s = window_s
+        self._sent: dict[int, deque[float]] = {}
+
+    def assigned(self, lane: int, now: float) -> None:
+        self._sent.setdefault(lane, deque()).append(now)
+
+    def utilisation(self, lane: Lane, now: float) -> float:
+        sent = self._sent.get(lane.id)
+        if not sent:
+            return 0.0
+        while sent and sent[0] < now - self.window_s:
+            sent.popleft()
+        return len(sent) / (lane.capacity_per_h * self.window_s / 3600)
 
 
 class Controller:

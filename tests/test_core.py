@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -370,3 +371,26 @@ async def test_malformed_telegram_goes_to_exception_with_its_fault_recorded() ->
         decision = next(e for e in p.journal.for_parcel(11) if e.kind is EntryKind.DECISION)
         assert decision.data["fault"] == "barcode has byte 0xff"
         assert p.xray.calls == 0
+
+
+async def test_parcels_are_spread_over_lanes_by_spare_capacity() -> None:
+    config = site(
+        lines=[
+            {
+                "id": "L1",
+                "lanes": [
+                    {"id": 1, "kind": "release"},
+                    {"id": 2, "kind": "inspection", "capacity_per_h": 600},
+                    {"id": 3, "kind": "inspection", "capacity_per_h": 1200},
+                    {"id": 9, "kind": "exception"},
+                ],
+            }
+        ]
+    )
+    async with plant(config) as p:
+        for i in range(30):
+            p.risk.results[f"R{i}"] = RiskResult(f"R{i}", RiskChannel.RED, 0.9, "books")
+            p.scan(i + 1, f"R{i}")
+            await p.clock.advance(1)
+        lanes = Counter(r.lane for _, r in p.replies)
+        assert lanes == {2: 10, 3: 20}
