@@ -35,6 +35,7 @@ from plc_adapters.inprocess import InProcessSorter
 
 THREATS = ("firearm", "blade", "narcotics_organic")
 CLASSES = ("firearm", "blade", "lithium_battery", "liquid_container", "narcotics_organic")
+LANE_TO_STATION_S = 10.0  # from the inspection divert down the lane to a station
 GOODS = ("clothing", "books", "cosmetics", "electronics", "toys", "shoes", "phone accessories")
 
 
@@ -167,12 +168,16 @@ class Plant:
             await self._inspect(truth)
 
     async def _inspect(self, truth: Truth) -> None:
+        await self.clock.sleep_until(self.clock.now() + LANE_TO_STATION_S)
         async with self._stations:
             delay = self.rng.expovariate(1 / self.settings.inspection_s)
             await self.clock.sleep_until(self.clock.now() + delay)
         outcome = InspectionOutcome.SEIZED if truth.threat else InspectionOutcome.CLEARED
-        if self.controller is not None:
-            self.controller.record_inspection(truth.hawb, outcome)
+        # an officer's terminal retries while the divert confirmation is still on its way
+        for _attempt in range(60):
+            if self.controller is None or self.controller.record_inspection(truth.hawb, outcome):
+                return
+            await self.clock.sleep_until(self.clock.now() + 1.0)
 
     def _on_reply(self, reply: DestinationReply) -> None:
         self._replies[(reply.line, reply.tracking_id)] = reply
