@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,6 @@ from controller.store.forwarder import JournalForwarder, target_name
 from controller.store.journal import SqliteJournal
 from controller.store.read import count_entries, read_entries, read_watermarks
 
-PG_ENV = "CARGOGATE_TEST_PG_URL"
 SITE = "HUB1"
 FORWARDER_LOG = "controller.store.forwarder"
 
@@ -39,24 +36,6 @@ def entry(tracking_id: int) -> JournalEntry:
         policy_version="p1",
         data={"score": tracking_id / 10, "nested": {"ok": True}},
     )
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A URL to a PostgreSQL database made for this test alone, dropped afterwards."""
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(f"set {PG_ENV} to run PostgreSQL tests")
-    name = f"cargogate_t_{secrets.token_hex(6)}"
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield sa.make_url(base).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,7 +16,6 @@ from alembic.runtime.migration import MigrationContext
 from controller.store import migrate
 from controller.store.schema import metadata
 
-PG_ENV = "CARGOGATE_TEST_PG_URL"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 JOURNAL_COLUMNS = {
@@ -39,24 +35,6 @@ JOURNAL_COLUMNS = {
     "policy_version",
     "data",
 }
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A URL to a PostgreSQL database made for this test alone, dropped afterwards."""
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(f"set {PG_ENV} to run PostgreSQL tests")
-    name = f"cargogate_t_{secrets.token_hex(6)}"
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield sa.make_url(base).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
