@@ -76,7 +76,6 @@ def site_config(lines: int) -> SiteConfig:
                 }
                 for i in range(lines)
             ],
-            "plant": {"type": "standin"},
         }
     )
 

@@ -13,18 +13,25 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
+from controller.alarms import Alarms
 from controller.clock import Clock, MonotonicClock, ScaledClock
-from controller.config import SiteConfig
+from controller.config import ConfigError, SiteConfig
 from controller.core import Controller
 from controller.domain import XrayResult, XrayStatus
+from controller.inference.settings import build_onnx_xray
+from controller.intake.settings import build_intake
 from controller.ports import ReviewQueue, SorterPort, XrayPort
 from controller.recovery import open_parcels
 from controller.risk import RiskBook, feed_from_settings
 from controller.store.forwarder import ForwarderStatus, JournalForwarder
 from controller.store.journal import SqliteJournal
 from controller.store.read import read_entries
-from simulation.standin import Plant
+from simulation.settings import TwinSitePlant
+
+if TYPE_CHECKING:
+    from controller.inference.service import OnnxXrayService
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +81,21 @@ class Site:
             if config.store.central_url
             else None
         )
-        self.plant = Plant(config, config.plant, self.clock, self.book) if config.plant else None
+        self.plant = (
+            TwinSitePlant(config.plant, config, self.clock, self.book) if config.plant else None
+        )
+        self.alarms = Alarms(self.journal, self.clock.now)
+        self.intake = (
+            build_intake(
+                config.intake,
+                clock=self.clock,
+                alarms=self.alarms,
+                alarm_thresholds={n: c.alarm for n, c in config.policy.classes.items()},
+            )
+            if config.intake
+            else None
+        )
+        self.inference: OnnxXrayService | None = None
         self.controller = Controller(
             config,
             self._sorters(),
@@ -89,19 +110,43 @@ class Site:
 
     def _sorters(self) -> dict[str, SorterPort]:
         sorters: dict[str, SorterPort] = {}
-        for line in self.config.lines:
+        for i, line in enumerate(self.config.lines):
             if line.sorter.type == "inprocess":
-                assert self.plant is not None  # guaranteed by SiteConfig validation
+                if self.plant is None:
+                    raise ConfigError(
+                        "site",
+                        [
+                            (
+                                f"lines.{i}.sorter.type",
+                                "'inprocess'",
+                                "an in-process sorter is played by the plant model, but the "
+                                "site has no 'plant' section; add one or choose a PLC adapter",
+                            )
+                        ],
+                    )
                 sorters[line.id] = self.plant.sorters[line.id]
         return sorters
 
     def _xray(self) -> XrayPort:
-        if self.config.xray.type == "standin" and self.plant is not None:
+        settings = self.config.xray
+        if settings.type == "onnx":
+            assert self.intake is not None  # guaranteed by SiteConfig validation
+            self.inference = build_onnx_xray(
+                settings,
+                self.intake.matcher,
+                policy_classes=list(self.config.policy.classes),
+                alarms=self.alarms,
+                clock=self.clock,
+            )
+            if self.intake.reports is not None:
+                self.inference.listeners.append(self.intake.reports)
+            return self.inference
+        if settings.type == "plant" and self.plant is not None:
             return self.plant
         return NoImages()
 
     def _review(self) -> ReviewQueue | None:
-        if self.config.review.type == "standin" and self.plant is not None:
+        if self.config.review.type == "plant" and self.plant is not None:
             return self.plant
         return None
 
@@ -135,7 +180,9 @@ class Site:
         """Serve until ``stop`` is set, or until the plant stand-in has run ``duration_s``
         wall seconds and every parcel it inducted is closed. Returns the final snapshot."""
         stop = stop or asyncio.Event()
-        async with self.journal:
+        async with self.journal, contextlib.AsyncExitStack() as stack:
+            if self.inference is not None:
+                await stack.enter_async_context(self.inference)  # load, check, warm up
             await self.recover()
             feeds = [feed_from_settings(f) for f in self.config.risk_feeds]
             if feeds:
@@ -152,6 +199,10 @@ class Site:
                     background.append(group.create_task(self.forwarder.run()))
                 if report is not None:
                     background.append(group.create_task(self._report(report, report_every_s)))
+                if self.intake is not None:
+                    background.append(group.create_task(self.intake.matcher.run()))
+                    for source in self.intake.sources.values():
+                        background.append(group.create_task(source.run()))
                 serving = group.create_task(self.controller.run())
                 main = [serving]
                 if self.plant is not None:

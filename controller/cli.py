@@ -17,6 +17,7 @@ from rich.table import Table
 from controller import __version__
 from controller.assembly import Site, Snapshot
 from controller.config import ConfigError, SiteConfig, load_config
+from simulation.cli import replay, simulate, sweep
 
 app = typer.Typer(
     help="CargoGate: customs clearance control for express cargo centers.",
@@ -25,6 +26,9 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Work with site files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.command()(simulate)
+app.command()(sweep)
+app.command()(replay)
 
 console = Console()
 errors = Console(stderr=True)
@@ -103,7 +107,11 @@ def run(
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     show_live = sys.stdout.isatty() if live is None else live
-    final = asyncio.run(_run(config, duration, show_live))
+    try:
+        final = asyncio.run(_run(config, duration, show_live))
+    except ConfigError as exc:
+        _print_problems(exc)
+        raise typer.Exit(code=2) from None
     console.print(_view(config, final))
     console.print(f"journal: {config.store.journal_path}")
 
@@ -150,7 +158,7 @@ def _view(config: SiteConfig, snap: Snapshot) -> Group:
     if snap.plant:
         p = snap.plant
         head.add_row(
-            "plant (stand-in)",
+            "plant",
             f"{p['inducted']} inducted, {p['threats_inducted']} threats, "
             f"{p['threats_released']} threats released, plant clock {snap.clock_s:,.0f} s",
         )

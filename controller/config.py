@@ -14,6 +14,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
 
 from controller.domain import LaneKind
+from controller.inference.settings import OnnxXray
+from controller.intake.settings import Intake
+from simulation.settings import TwinPlant
 
 
 class Strict(BaseModel):
@@ -188,13 +191,13 @@ class NoXray(Strict):
     type: Literal["none"] = "none"
 
 
-class StandinXray(Strict):
-    """X-ray scores come from the stand-in plant's scanner (demos)."""
+class PlantXray(Strict):
+    """X-ray scores come from the plant model's detector (the digital twin; demos)."""
 
-    type: Literal["standin"]
+    type: Literal["plant"]
 
 
-XraySettings = Annotated[NoXray | StandinXray, Field(discriminator="type")]
+XraySettings = Annotated[NoXray | PlantXray | OnnxXray, Field(discriminator="type")]
 
 
 class NoReview(Strict):
@@ -203,28 +206,13 @@ class NoReview(Strict):
     type: Literal["none"] = "none"
 
 
-class StandinReview(Strict):
-    """The stand-in plant's officers review on screen (demos)."""
+class PlantReview(Strict):
+    """The plant model's officers review on screen (the digital twin; demos)."""
 
-    type: Literal["standin"]
-
-
-ReviewSettings = Annotated[NoReview | StandinReview, Field(discriminator="type")]
+    type: Literal["plant"]
 
 
-class StandinPlant(Strict):
-    """A small in-process plant that plays the sorters, scanners and officers for demos."""
-
-    type: Literal["standin"] = "standin"
-    parcels_per_h: PositiveFloat = 20000.0
-    speed: PositiveFloat = 10.0
-    seed: int = 7
-    no_read_rate: float = Field(default=0.01, ge=0, le=1)
-    threat_rate: float = Field(default=0.01, ge=0, le=1)
-    officers: int = Field(default=4, ge=0)
-    review_s: PositiveFloat = 4.0
-    inspection_s: PositiveFloat = 90.0
-    inspection_stations: int = Field(default=6, ge=1)
+ReviewSettings = Annotated[NoReview | PlantReview, Field(discriminator="type")]
 
 
 class SiteConfig(Strict):
@@ -235,8 +223,9 @@ class SiteConfig(Strict):
     store: Store = Store()
     risk_feeds: list[RiskFeedSettings] = []
     xray: XraySettings = NoXray()
+    intake: Intake | None = None
     review: ReviewSettings = NoReview()
-    plant: StandinPlant | None = None
+    plant: TwinPlant | None = None
 
     @model_validator(mode="after")
     def _lines_unique(self) -> SiteConfig:
@@ -247,19 +236,21 @@ class SiteConfig(Strict):
         return self
 
     @model_validator(mode="after")
-    def _standins_need_a_plant(self) -> SiteConfig:
-        if self.plant is not None:
-            return self
-        users = [
-            f"lines.{i}.sorter"
-            for i, line in enumerate(self.lines)
-            if line.sorter.type == "inprocess"
-        ]
-        users += [name for name in ("xray", "review") if getattr(self, name).type == "standin"]
-        if users:
+    def _onnx_needs_intake(self) -> SiteConfig:
+        if self.xray.type == "onnx" and self.intake is None:
             raise ValueError(
-                f"{', '.join(users)} use the in-process stand-in plant, but no 'plant' section "
-                "is configured; add one or choose hardware adapters"
+                "xray.type 'onnx' scores scanner images, but there is no 'intake' section "
+                "saying where the images come from"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _plant_ports_need_a_plant(self) -> SiteConfig:
+        users = [name for name in ("xray", "review") if getattr(self, name).type == "plant"]
+        if users and self.plant is None:
+            raise ValueError(
+                f"{' and '.join(users)} of type 'plant' come from the plant model, but no "
+                "'plant' section is configured"
             )
         return self
 

@@ -41,7 +41,6 @@ def site(**overrides: object) -> SiteConfig:
             }
         ],
         "policy": {"audit_rate": 0.0, "min_audit_rate": 0.0},
-        "plant": {"type": "standin"},  # the tests play the plant side themselves
     }
     raw.update(overrides)
     return parse_config(raw)

@@ -80,6 +80,7 @@ def test_run_serves_the_demo_and_prints_its_kpis(tmp_path: Path) -> None:
     raw = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
     raw["store"]["journal_path"] = str(tmp_path / "journal.sqlite")
     raw["plant"]["speed"] = 40
+    raw["plant"]["scenario"] = str(ROOT / raw["plant"]["scenario"])
     config = tmp_path / "demo.yaml"
     config.write_text(yaml.safe_dump(raw))
     result = runner.invoke(

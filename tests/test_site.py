@@ -1,4 +1,4 @@
-"""The whole decision path wired from a site file: stand-in plant, real SQLite journal."""
+"""The whole decision path wired from a site file: the twin as plant, real SQLite journal."""
 
 from __future__ import annotations
 
@@ -25,20 +25,37 @@ ROOT = Path(__file__).resolve().parents[1]
 TERMINAL = {state.value for state in TERMINAL_STATES}
 
 
-def demo_config(tmp_path: Path, **plant: object) -> SiteConfig:
+def demo_config(tmp_path: Path, speed: float = 50, **scenario: object) -> SiteConfig:
+    """The demo site with its journal in ``tmp_path`` and a short twin scenario."""
     raw = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     raw["store"]["journal_path"] = str(tmp_path / "journal.sqlite")
-    raw["plant"].update({"speed": 40, "parcels_per_h": 20000, **plant})
+    shift = {
+        "name": "site-test",
+        "site": str(ROOT / "config" / "demo.yaml"),
+        "seed": 11,
+        "horizon_h": 0.015,  # 54 s of arrivals
+        "drain_h": 0.06,
+        "arrivals": {"steady": [{"from_h": 0, "to_h": 0.015, "parcels_per_h": 20000}]},
+        "review": {"officers": 3, "review_time": {"dist": "exponential", "mean": 2.0}},
+        "inspection": {
+            "shifts": [{"from_h": 0, "to_h": 1, "stations": 12}],
+            "service_time": {"dist": "exponential", "mean": 15.0},
+        },
+        **scenario,
+    }
+    path = tmp_path / "shift.yaml"
+    path.write_text(yaml.safe_dump(shift))
+    raw["plant"] = {"type": "twin", "scenario": str(path), "speed": speed}
     return parse_config(raw)
 
 
 async def test_every_inducted_parcel_ends_in_exactly_one_terminal_state(tmp_path: Path) -> None:
-    config = demo_config(tmp_path, no_read_rate=0.05, threat_rate=0.05)
+    config = demo_config(tmp_path, scan={"no_read_rate": 0.05}, truth={"contraband_rate": 0.05})
     hub = Site(config)
-    final = await hub.run(duration_s=3)
+    final = await hub.run()  # the whole scenario, drained
     assert hub.plant is not None
     inducted = hub.plant.inducted
-    assert inducted > 300  # 3 s at 40x and 20,000 parcels/h is ~670 parcels
+    assert inducted > 150  # 54 s at 20,000 parcels/h is ~300 parcels
 
     rows = read_entries(config.store.journal_path, site="DEMO-HUB")
     assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
@@ -95,7 +112,14 @@ def test_shipped_configs_are_valid() -> None:
 
 
 async def test_a_restart_takes_back_every_open_parcel(tmp_path: Path) -> None:
-    config = demo_config(tmp_path, inspection_s=600, threat_rate=0.2)
+    config = demo_config(
+        tmp_path,
+        truth={"contraband_rate": 0.2},
+        inspection={
+            "shifts": [{"from_h": 0, "to_h": 1, "stations": 2}],
+            "service_time": {"dist": "exponential", "mean": 600.0},
+        },
+    )
     first = Site(config)
     stop = asyncio.Event()
 

@@ -1,0 +1,349 @@
+"""Typer-ready commands of the twin: ``simulate``, ``sweep`` and ``replay``.
+
+Mount them on the main app with ``app.command()(simulate)`` and so on. A scenario with errors
+prints every problem with its path and value and exits with code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from controller.config import ConfigError
+from simulation.run import TwinRun
+from simulation.scenario import ScenarioBundle, load_scenario
+
+console = Console()
+errors = Console(stderr=True)
+
+FIDELITIES = ("fast", "full")
+
+
+def print_problems(exc: ConfigError) -> None:
+    table = Table(title=f"{exc.source}: {len(exc.problems)} problem(s)", title_justify="left")
+    table.add_column("where", style="cyan", no_wrap=True)
+    table.add_column("value", style="magenta")
+    table.add_column("problem")
+    for where, value, message in exc.problems:
+        table.add_row(where, value, message)
+    errors.print(table)
+
+
+def load_or_exit(path: Path, **overrides: Any) -> ScenarioBundle:
+    try:
+        return load_scenario(path, **overrides)
+    except ConfigError as exc:
+        print_problems(exc)
+        raise typer.Exit(code=2) from None
+
+
+def run_with_progress(bundle: ScenarioBundle, fidelity: str) -> TwinRun:
+    """Run with a rich progress bar over simulated hours."""
+    from simulation.offline import run_full
+    from simulation.run import run_fast, stop_time_s
+
+    total_h = stop_time_s(bundle) / 3600
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[clock]}"),
+        TextColumn("{task.fields[closed]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(
+            f"{bundle.scenario.name} ({fidelity})", total=total_h, clock="", closed=""
+        )
+
+        def progress(now_s: float, closed: int, generated: int) -> None:
+            bar.update(
+                task,
+                completed=min(now_s / 3600, total_h),
+                clock=f"{now_s / 3600:5.1f} h simulated",
+                closed=f"{closed:,}/{generated:,} parcels closed",
+            )
+
+        run = (run_fast if fidelity == "fast" else run_full)(bundle, progress)
+        bar.update(task, completed=total_h)
+    return run
+
+
+def simulate(
+    scenario: Annotated[
+        Path, typer.Argument(help="Scenario file (YAML), e.g. config/scenarios/peak-day.yaml.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Report folder (default: reports/<scenario name>)."),
+    ] = None,
+    fidelity: Annotated[
+        str,
+        typer.Option(
+            help="fast: the real decision policy, lifecycle and KPIs in the loop (a day in "
+            "seconds); full: the whole asyncio controller core through its ports (slower, "
+            "for short runs)."
+        ),
+    ] = "fast",
+    hours: Annotated[
+        float | None, typer.Option(help="Simulate only the first HOURS of the scenario.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
+    allow_overload: Annotated[
+        bool,
+        typer.Option(
+            "--allow-overload",
+            help="Run even when arrivals exceed induction capacity, and show the growing queue.",
+        ),
+    ] = False,
+) -> None:
+    """Run the digital twin on a scenario and write a report folder: kpis.json, parcels.csv,
+    PNG plots and report.html (one self-contained page)."""
+    from simulation.report import write_report
+
+    if fidelity not in FIDELITIES:
+        errors.print(f"--fidelity: expected one of {', '.join(FIDELITIES)}, got {fidelity!r}")
+        raise typer.Exit(code=2)
+    overrides: dict[str, Any] = {}
+    if hours is not None:
+        if hours <= 0:
+            errors.print(f"--hours: expected a positive number of hours, got {hours}")
+            raise typer.Exit(code=2)
+        overrides["horizon_h"] = hours
+    if seed is not None:
+        overrides["seed"] = seed
+    if allow_overload:
+        overrides["allow_overload"] = True
+    bundle = load_or_exit(scenario, **overrides)
+    run = run_with_progress(bundle, fidelity)
+    folder = out or Path("reports") / bundle.scenario.name
+    kpis = write_report(run, folder)
+    console.print(summary_table(kpis))
+    console.print(f"report: {folder / 'report.html'}")
+
+
+def summary_table(kpis: dict[str, Any]) -> Table:
+    table = Table(title=f"{kpis['scenario']}: key figures", title_justify="left")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    share = kpis["share_within_target"]
+    table.add_row(
+        f"cleared within {kpis['target_s']:g} s", "-" if share is None else f"{share * 100:.1f} %"
+    )
+    table.add_row(
+        "parcels closed / open at end", f"{kpis['parcels_closed']:,} / {kpis['open_at_end']:,}"
+    )
+    sec = kpis["security"]
+    table.add_row(
+        "contraband intercepted / held / missed",
+        f"{sec['intercepted_at_inspection']} / {sec['held_at_exception']} / "
+        f"{sec['missed_released']}",
+    )
+    table.add_row("clean parcels inspected", f"{sec['clean_parcels_inspected']:,}")
+    util = kpis["utilisation"]
+    for name in ("review_officers", "inspection_stations"):
+        value = util[name]
+        table.add_row(
+            f"{name.replace('_', ' ')} utilisation",
+            "-" if value is None else f"{value * 100:.1f} %",
+        )
+    table.add_row("max queue before induction", str(kpis["queues_max"]["before_induction"]))
+    table.add_row("wall time", f"{kpis['wall_s']:.1f} s ({kpis['fidelity']} fidelity)")
+    return table
+
+
+def _floats(text: str | None, name: str) -> list[float]:
+    if not text:
+        return []
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        errors.print(f"--{name}: expected comma-separated numbers, got {text!r}")
+        raise typer.Exit(code=2) from None
+
+
+def sweep(
+    scenario: Annotated[Path, typer.Argument(help="Base scenario file (YAML).")],
+    officers: Annotated[
+        str | None, typer.Option(help="Review officers to try, comma-separated, e.g. 2,4,6.")
+    ] = None,
+    induction: Annotated[
+        str | None, typer.Option(help="Induction limits per line (parcels/h), e.g. 10000,12000.")
+    ] = None,
+    release_max_score: Annotated[
+        str | None,
+        typer.Option(
+            help="Policy thresholds to try: highest GREEN risk score released, e.g. 0.2,0.3."
+        ),
+    ] = None,
+    stations: Annotated[
+        str | None,
+        typer.Option(
+            help="Inspection stations staffed all day (replaces the shift plan), e.g. 8,12."
+        ),
+    ] = None,
+    hours: Annotated[float | None, typer.Option(help="Simulate only the first HOURS.")] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="Address of an existing Dask scheduler (default: start a local cluster)."
+        ),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes of the local cluster.")] = 2,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: reports/<scenario>-sweep).")
+    ] = None,
+) -> None:
+    """Run a grid of scenario variants in parallel on Dask with the scenario's fixed seed, and
+    plot the trade-offs: share within the target vs officers, threats intercepted vs
+    inspection rate."""
+    from simulation.sweep import grid, run_sweep, write_sweep
+
+    base = load_or_exit(scenario, allow_overload=True)
+    points = grid(
+        [int(v) for v in _floats(officers, "officers")],
+        _floats(induction, "induction"),
+        _floats(release_max_score, "release-max-score"),
+        [int(v) for v in _floats(stations, "stations")],
+    )
+    if workers < 1:
+        errors.print(f"--workers: expected at least 1, got {workers}")
+        raise typer.Exit(code=2)
+    console.print(f"{len(points)} variant(s) of {base.scenario.name} on Dask ...")
+    with console.status("running the grid"):
+        rows = run_sweep(scenario, points, scheduler, workers, hours=hours)
+    folder = out or Path("reports") / f"{base.scenario.name}-sweep"
+    write_sweep(rows, folder)
+    table = Table(title="sweep", title_justify="left")
+    for column in (
+        "officers",
+        "induct/h",
+        "release≤",
+        "stations",
+        "≤target",
+        "opened",
+        "caught",
+        "missed",
+    ):
+        table.add_column(column, justify="right", no_wrap=True)
+    for row in rows:
+        if row.get("error"):
+            table.add_row(
+                str(row["officers"]), "-", "-", "-", f"[red]{row['error']}[/red]", "", "", ""
+            )
+            continue
+        table.add_row(
+            str(row["officers"]),
+            f"{row['induction_per_h']:,.0f}",
+            f"{row['release_max_score']:g}",
+            str(row["stations"]),
+            f"{100 * (row['share_within_target'] or 0):.1f} %",
+            f"{100 * (row['inspection_rate'] or 0):.1f} %",
+            f"{row['intercepted']}/{row['contraband']}",
+            str(row["missed"]),
+        )
+    console.print(table)
+    console.print(f"results: {folder}")
+
+
+def replay(
+    journal: Annotated[Path, typer.Argument(help="The controller's audit journal (SQLite file).")],
+    scenario: Annotated[
+        Path,
+        typer.Argument(
+            help="Scenario whose site, staffing and plant settings to replay under (its "
+            "arrivals are replaced by the recorded parcels)."
+        ),
+    ],
+    officers: Annotated[
+        int | None, typer.Option(help="What if: review officers on screen.")
+    ] = None,
+    stations: Annotated[
+        int | None, typer.Option(help="What if: inspection stations staffed all shift.")
+    ] = None,
+    release_max_score: Annotated[
+        float | None, typer.Option(help="What if: highest GREEN risk score released.")
+    ] = None,
+    audit_rate: Annotated[float | None, typer.Option(help="What if: random audit rate.")] = None,
+    site_id: Annotated[
+        str | None, typer.Option("--site", help="Site id, when the journal holds several.")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Report folder of the what-if run (default: reports/replay)."),
+    ] = None,
+) -> None:
+    """Replay a recorded shift from the audit journal through the twin, as recorded and with
+    what-if changes (officers, stations, thresholds), and compare them."""
+    from simulation.kpis import compute_kpis
+    from simulation.replay import read_recording, recorded_summary
+    from simulation.replay import replay as run_replay
+    from simulation.report import write_report
+
+    if not journal.is_file():
+        errors.print(f"journal: no such file {journal}")
+        raise typer.Exit(code=2)
+    what_if: dict[str, Any] = {}
+    if officers is not None:
+        what_if["review"] = {"officers": officers}
+    if stations is not None:
+        what_if["inspection"] = {"shifts": [{"from_h": 0, "to_h": 10_000, "stations": stations}]}
+    policy = {
+        k: v
+        for k, v in (("release_max_score", release_max_score), ("audit_rate", audit_rate))
+        if v is not None
+    }
+    if policy:
+        what_if["policy"] = policy
+    base = load_or_exit(scenario, allow_overload=True)
+    changed = load_or_exit(scenario, allow_overload=True, **what_if)
+    try:
+        recording = read_recording(journal, site_id)
+        with console.status(f"replaying {len(recording.parcels):,} recorded parcels"):
+            as_recorded = compute_kpis(run_replay(base, recording))
+            changed_run = run_replay(changed, recording)
+    except ConfigError as exc:
+        print_problems(exc)
+        raise typer.Exit(code=2) from None
+    folder = out or Path("reports") / "replay"
+    what = write_report(changed_run, folder)
+    rec = recorded_summary(recording)
+    table = Table(
+        title=f"replay of {journal.name}: {rec['parcels']:,} parcels", title_justify="left"
+    )
+    table.add_column("figure")
+    table.add_column("recorded", justify="right")
+    table.add_column("replayed as is", justify="right")
+    table.add_column("what if", justify="right")
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f} %"
+
+    def inspected(k: dict[str, Any]) -> float:
+        n = sum(k["states"].get(s, 0) for s in ("cleared_after_inspection", "seized", "referred"))
+        return float(n) / max(int(k["parcels_closed"]), 1)
+
+    table.add_row(
+        "inspection rate",
+        pct(rec["inspection_rate"]),
+        pct(inspected(as_recorded)),
+        pct(inspected(what)),
+    )
+    table.add_row(
+        "cleared within target",
+        "-",
+        pct(as_recorded["share_within_target"]),
+        pct(what["share_within_target"]),
+    )
+    table.add_row(
+        "recorded seizures intercepted",
+        str(rec["seized"]),
+        str(as_recorded["security"]["intercepted_at_inspection"]),
+        str(what["security"]["intercepted_at_inspection"]),
+    )
+    console.print(table)
+    console.print(f"what-if report: {folder / 'report.html'}")

@@ -1,0 +1,1 @@
+"""Helpers for the digital twin's tests: small sites and scenarios written as real files."""
