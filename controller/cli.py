@@ -17,6 +17,8 @@ from rich.table import Table
 from controller import __version__
 from controller.assembly import Site, Snapshot
 from controller.config import ConfigError, SiteConfig, load_config
+from controller.inference.cli import model_app
+from controller.intake.cli import intake_app
 from simulation.cli import replay, simulate, sweep
 
 app = typer.Typer(
@@ -26,6 +28,8 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Work with site files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(model_app, name="model")
+app.add_typer(intake_app, name="intake")
 app.command()(simulate)
 app.command()(sweep)
 app.command()(replay)
@@ -112,8 +116,21 @@ def run(
     except ConfigError as exc:
         _print_problems(exc)
         raise typer.Exit(code=2) from None
+    except Exception as exc:
+        if not _is_model_problem(exc):
+            raise
+        errors.print(f"[red]cannot start:[/red] {exc}")
+        raise typer.Exit(code=2) from None
     console.print(_view(config, final))
     console.print(f"journal: {config.store.journal_path}")
+
+
+def _is_model_problem(exc: BaseException) -> bool:
+    """A missing, malformed or mismatched X-ray model: a site mistake, not a crash."""
+    from controller.inference.contract import ModelContractError, PolicyClassesError
+    from controller.inference.session import ModelLoadError
+
+    return isinstance(exc, ModelContractError | PolicyClassesError | ModelLoadError)
 
 
 async def _run(config: SiteConfig, duration: float | None, show_live: bool) -> Snapshot:

@@ -90,3 +90,18 @@ def test_run_serves_the_demo_and_prints_its_kpis(tmp_path: Path) -> None:
     assert "cleared within 150 s" in result.output
     assert "LOW_RISK_CLEAN_XRAY" in result.output
     assert (tmp_path / "journal.sqlite").exists()
+
+
+def test_run_refuses_a_missing_model_with_a_clear_message(tmp_path: Path) -> None:
+    raw = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
+    raw["store"]["journal_path"] = str(tmp_path / "journal.sqlite")
+    raw["plant"]["scenario"] = str(ROOT / raw["plant"]["scenario"])
+    raw["xray"] = {"type": "onnx", "model": str(tmp_path / "missing.onnx")}
+    raw["intake"] = {"quarantine": str(tmp_path / "q"), "sources": [{"type": "inprocess"}]}
+    config = tmp_path / "site.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    result = runner.invoke(app, ["run", str(config), "--duration", "1", "--no-live"])
+    assert result.exit_code == 2
+    out = " ".join(result.output.split())
+    assert "cannot start" in out
+    assert "missing.onnx" in out
