@@ -27,6 +27,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/decision_path.py
+	$(BIN)/python bench/inference.py
+	$(BIN)/python bench/model_eval.py
+	$(BIN)/python bench/plc_roundtrip.py
+	$(BIN)/python bench/twin_speed.py
 
 clean:
 	rm -rf $(VENV) var reports .pytest_cache .mypy_cache .ruff_cache
