@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from controller.config import Policy as PolicySettings
 from controller.domain import (
@@ -79,14 +79,12 @@ class DecisionPolicy:
         return Decision(LaneKind.RELEASE, (release,), self.version)
 
     def wants_review(self, inputs: PolicyInputs) -> bool:
-        """True when an officer's clear would turn this parcel's inspection into a release."""
+        """True when an officer's clear would turn this parcel's inspection into a release:
+        every reason to inspect it is one a review can lift."""
         if inputs.review is not None or inputs.no_read:
             return False
-        without = self.decide(inputs)
-        with_clear = self.decide(replace(inputs, review=ReviewOutcome.CLEAR))
-        return without.destination is not LaneKind.RELEASE and (
-            with_clear.destination is LaneKind.RELEASE
-        )
+        reasons = self._inspection_reasons(inputs)
+        return bool(reasons) and REVIEWABLE.issuperset(reasons)
 
     def _inspection_reasons(self, inputs: PolicyInputs) -> list[Reason]:
         s = self.settings
