@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench clean
+.PHONY: demo demo-xray test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/cargogate run config/demo.yaml --duration 60
+
+demo-xray: $(STAMP)
+	$(BIN)/cargogate run config/demo-xray.yaml --duration 60
 
 test: $(STAMP)
 	$(BIN)/pytest

@@ -21,6 +21,7 @@ from controller.config import ConfigError, SiteConfig
 from controller.core import Controller
 from controller.domain import XrayResult, XrayStatus
 from controller.inference.settings import build_onnx_xray
+from controller.intake.inprocess import InProcessScanner
 from controller.intake.settings import build_intake
 from controller.ports import ReviewQueue, SorterPort, XrayPort
 from controller.recovery import open_parcels
@@ -28,10 +29,12 @@ from controller.risk import RiskBook, feed_from_settings
 from controller.store.forwarder import ForwarderStatus, JournalForwarder
 from controller.store.journal import SqliteJournal
 from controller.store.read import read_entries
+from simulation.scanner import ImageBank
 from simulation.settings import TwinSitePlant
 
 if TYPE_CHECKING:
     from controller.inference.service import OnnxXrayService
+    from simulation.scanner import ImagePush
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,11 @@ class Site:
 
     def __init__(self, config: SiteConfig) -> None:
         self.config = config
+        images = (  # rendered before the plant clock starts: it takes seconds
+            ImageBank(config.plant.scanner_images)
+            if config.plant and config.plant.scanner_images
+            else None
+        )
         self.clock: Clock = ScaledClock(config.plant.speed) if config.plant else MonotonicClock()
         self.book = RiskBook()
         self.journal = SqliteJournal(
@@ -107,6 +115,34 @@ class Site:
         )
         if self.plant is not None:
             self.plant.attach(self.controller)
+            if images is not None:
+                self.plant.send_images(images, self._plant_scanner())
+
+    def _plant_scanner(self) -> ImagePush:
+        """The intake source the plant's scanner hands its images to."""
+        scanners = [
+            source
+            for source in (self.intake.sources.values() if self.intake else [])
+            if isinstance(source, InProcessScanner)
+        ]
+        if not scanners:
+            raise ConfigError(
+                "site",
+                [
+                    (
+                        "plant.scanner_images",
+                        str(self.config.plant.scanner_images if self.config.plant else 0),
+                        "the plant renders scanner images, but intake has no source of "
+                        "type 'inprocess' to receive them",
+                    )
+                ],
+            )
+        scanner = scanners[0]
+
+        def push(pixels: object, hawb: str, tracking_id: int) -> None:
+            scanner.push(pixels, hawb=hawb, tracking_id=tracking_id)
+
+        return push
 
     def _sorters(self) -> dict[str, SorterPort]:
         sorters: dict[str, SorterPort] = {}

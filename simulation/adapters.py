@@ -49,6 +49,8 @@ class PlantSideLink:
         self.sides = sides
         self.inspection_sink = inspection_sink
         self.book = book
+        self.scanner: Callable[[Item], None] | None = None
+        """Called at each scan when the twin hands images to scanner intake."""
         self._plant: Plant | None = None
 
     def attach(self, plant: Plant) -> None:
@@ -61,6 +63,8 @@ class PlantSideLink:
             self.book.add([item.spec.risk])
 
     def request(self, item: Item, now: float) -> None:
+        if self.scanner is not None:
+            self.scanner(item)
         self.sides[item.spec.line].request(item.tracking_id, item.barcode, now)
 
     def confirm(self, item: Item, lane: int, status: DivertStatus, now: float) -> None:

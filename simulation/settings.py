@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from controller.risk import RiskBook
     from plc_adapters.inprocess import InProcessSorter
     from simulation.adapters import InspectionSink
+    from simulation.scanner import ImageBank, ImagePush
     from simulation.virtual import VirtualPlant
 
 
@@ -38,6 +39,10 @@ class TwinPlant(BaseModel):
     """Plant seconds per wall second (the controller's clock runs at the same speed)."""
     tick_s: float = Field(default=0.005, gt=0, le=1)
     """How often, at most, the plant is stepped (wall seconds)."""
+    scanner_images: int = Field(default=0, ge=0, le=200)
+    """Render this many X-ray images per ground-truth class at start and hand each parcel's
+    image to the site's in-process intake source at scan time (for ``xray: {type: onnx}``);
+    0: no images (``xray: {type: plant}`` takes the detector model's scores instead)."""
 
 
 def virtual_plant_from_settings(
@@ -86,6 +91,12 @@ class TwinSitePlant:
     def _inspected(self, hawb: str, outcome: InspectionOutcome) -> None:
         if self._controller is not None:
             self._controller.record_inspection(hawb, outcome)
+
+    def send_images(self, bank: ImageBank, push: ImagePush) -> None:
+        """Hand each parcel's image from ``bank`` to ``push`` at scan time."""
+        self.plant.link.scanner = lambda item: push(
+            bank.image_for(item.spec.contraband), item.spec.hawb, item.tracking_id
+        )
 
     async def analyse(self, line: str, tracking_id: int, hawb: str) -> XrayResult:
         return await self.plant.xray.analyse(line, tracking_id, hawb)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections import Counter
 from pathlib import Path
 
+import onnx
 import yaml
 
 from controller.assembly import Site
@@ -25,10 +27,15 @@ ROOT = Path(__file__).resolve().parents[1]
 TERMINAL = {state.value for state in TERMINAL_STATES}
 
 
-def demo_config(tmp_path: Path, speed: float = 50, **scenario: object) -> SiteConfig:
-    """The demo site with its journal in ``tmp_path`` and a short twin scenario."""
-    raw = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+def demo_config(
+    tmp_path: Path, speed: float = 50, site_file: str = "demo.yaml", **scenario: object
+) -> SiteConfig:
+    """A demo site with its journal in ``tmp_path`` and a short twin scenario."""
+    raw = yaml.safe_load((ROOT / "config" / site_file).read_text())
     raw["store"]["journal_path"] = str(tmp_path / "journal.sqlite")
+    if "intake" in raw:
+        raw["intake"]["quarantine"] = str(tmp_path / "quarantine")
+        raw["xray"]["model"] = str(ROOT / raw["xray"]["model"])
     shift = {
         "name": "site-test",
         "site": str(ROOT / "config" / "demo.yaml"),
@@ -45,7 +52,7 @@ def demo_config(tmp_path: Path, speed: float = 50, **scenario: object) -> SiteCo
     }
     path = tmp_path / "shift.yaml"
     path.write_text(yaml.safe_dump(shift))
-    raw["plant"] = {"type": "twin", "scenario": str(path), "speed": speed}
+    raw["plant"] = {**raw["plant"], "scenario": str(path), "speed": speed}
     return parse_config(raw)
 
 
@@ -151,3 +158,23 @@ async def test_a_restart_takes_back_every_open_parcel(tmp_path: Path) -> None:
             assert state is before[key]
     hawb = next(hawb for line in second.controller.lines.values() for hawb in line.in_inspection)
     assert second.controller.record_inspection(hawb, InspectionOutcome.CLEARED)
+
+
+async def test_the_shipped_model_scores_the_twins_images_in_the_decision_path(
+    tmp_path: Path,
+) -> None:
+    config = demo_config(tmp_path, speed=20, site_file="demo-xray.yaml", drain_h=0.02)
+    assert config.plant is not None
+    config = config.model_copy(
+        update={"plant": config.plant.model_copy(update={"scanner_images": 2})}
+    )
+    hub = Site(config)
+    await hub.run()
+    meta = {p.key: p.value for p in onnx.load(str(config.xray.model)).metadata_props}
+    version = json.loads(meta["cargogate.version"])
+    decisions = [r for r in read_entries(config.store.journal_path) if r["kind"] == "decision"]
+    scored = [d for d in decisions if d["data"].get("xray", {}).get("status") == "ok"]
+    assert len(decisions) > 100
+    assert len(scored) >= 0.9 * sum(1 for d in decisions if "xray" in d["data"])
+    assert {d["data"]["xray"]["model"] for d in scored} == {version}
+    assert all(set(d["data"]["xray"]["scores"]) == set(config.policy.classes) for d in scored)
