@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console, Group
+from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
@@ -19,6 +19,7 @@ from controller.assembly import Site, Snapshot
 from controller.config import ConfigError, SiteConfig, load_config
 from controller.inference.cli import model_app
 from controller.intake.cli import intake_app
+from controller.terminal import console, errors, print_problems
 from simulation.cli import replay, simulate, sweep
 
 app = typer.Typer(
@@ -34,8 +35,6 @@ app.command()(simulate)
 app.command()(sweep)
 app.command()(replay)
 
-console = Console()
-errors = Console(stderr=True)
 
 ConfigPath = Annotated[
     Path, typer.Argument(help="Site file (YAML), e.g. config/demo.yaml.", show_default=False)
@@ -46,18 +45,8 @@ def _load(path: Path) -> SiteConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
-        _print_problems(exc)
+        print_problems(exc)
         raise typer.Exit(code=2) from None
-
-
-def _print_problems(exc: ConfigError) -> None:
-    table = Table(title=f"{exc.source}: {len(exc.problems)} problem(s)", title_justify="left")
-    table.add_column("where", style="cyan", no_wrap=True)
-    table.add_column("value", style="magenta")
-    table.add_column("problem")
-    for where, value, message in exc.problems:
-        table.add_row(where, value, message)
-    errors.print(table)
 
 
 @app.command()
@@ -76,7 +65,7 @@ def config_check(
         try:
             config = load_config(path)
         except ConfigError as exc:
-            _print_problems(exc)
+            print_problems(exc)
             failed = True
             continue
         lanes = sum(len(line.lanes) for line in config.lines)
@@ -114,7 +103,7 @@ def run(
     try:
         final = asyncio.run(_run(config, duration, show_live))
     except ConfigError as exc:
-        _print_problems(exc)
+        print_problems(exc)
         raise typer.Exit(code=2) from None
     except Exception as exc:
         if not _is_model_problem(exc):

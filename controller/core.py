@@ -39,23 +39,19 @@ from controller.domain import (
 )
 from controller.holds import Holds
 from controller.kpi import Kpis
-from controller.lifecycle import IllegalTransitionError, Parcel, ParcelState
+from controller.lifecycle import (
+    AFTER_DIVERT,
+    AFTER_INSPECTION,
+    IllegalTransitionError,
+    Parcel,
+    ParcelState,
+)
 from controller.policy import DecisionPolicy, PolicyInputs
 from controller.ports import Journal, ReviewQueue, ReviewRequest, RiskSource, SorterPort, XrayPort
 from controller.reasons import Reason
 
 log = logging.getLogger(__name__)
 
-_AFTER_DIVERT = {
-    LaneKind.RELEASE: ParcelState.RELEASED,
-    LaneKind.INSPECTION: ParcelState.IN_INSPECTION,
-    LaneKind.EXCEPTION: ParcelState.EXCEPTION,
-}
-_AFTER_INSPECTION = {
-    InspectionOutcome.CLEARED: ParcelState.CLEARED_AFTER_INSPECTION,
-    InspectionOutcome.SEIZED: ParcelState.SEIZED,
-    InspectionOutcome.REFERRED: ParcelState.REFERRED,
-}
 _RECIRCULATED = {
     DivertStatus.MISSED: Reason.DIVERT_MISSED,
     DivertStatus.LANE_FULL: Reason.LANE_FULL,
@@ -359,7 +355,7 @@ class LineController:
             )
             return ParcelState.EXCEPTION, Reason.LANE_UNAVAILABLE
         reason = Reason.PLC_DEFAULTED if status is DivertStatus.DEFAULTED else None
-        return _AFTER_DIVERT[kind], reason
+        return AFTER_DIVERT[kind], reason
 
     def record_inspection(self, hawb: str, outcome: InspectionOutcome) -> bool:
         """Close the oldest parcel of ``hawb`` waiting at inspection; False if none waits."""
@@ -370,7 +366,7 @@ class LineController:
         if not queue:
             del self.in_inspection[hawb]
         now = self.clock.now()
-        target = _AFTER_INSPECTION[outcome]
+        target = AFTER_INSPECTION[outcome]
         parcel.move(target, now)
         self._journal_later(
             [

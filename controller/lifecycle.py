@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from controller.domain import InspectionOutcome, LaneKind
+
 
 class ParcelState(StrEnum):
     SCANNED = "scanned"  # destination requested, decision under way
@@ -64,6 +66,20 @@ TRANSITIONS: dict[ParcelState, frozenset[ParcelState]] = {
         {ParcelState.CLEARED_AFTER_INSPECTION, ParcelState.SEIZED, ParcelState.REFERRED}
     ),
     **{state: frozenset() for state in TERMINAL_STATES},
+}
+
+
+#: Where a parcel diverted into a lane of each kind goes.
+AFTER_DIVERT = {
+    LaneKind.RELEASE: ParcelState.RELEASED,
+    LaneKind.INSPECTION: ParcelState.IN_INSPECTION,
+    LaneKind.EXCEPTION: ParcelState.EXCEPTION,
+}
+#: Where a parcel goes on each inspection outcome an officer records.
+AFTER_INSPECTION = {
+    InspectionOutcome.CLEARED: ParcelState.CLEARED_AFTER_INSPECTION,
+    InspectionOutcome.SEIZED: ParcelState.SEIZED,
+    InspectionOutcome.REFERRED: ParcelState.REFERRED,
 }
 
 

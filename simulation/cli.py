@@ -10,28 +10,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from controller.config import ConfigError
+from controller.terminal import console, errors, print_problems
 from simulation.run import TwinRun
 from simulation.scenario import ScenarioBundle, load_scenario
 
-console = Console()
-errors = Console(stderr=True)
-
 FIDELITIES = ("fast", "full")
-
-
-def print_problems(exc: ConfigError) -> None:
-    table = Table(title=f"{exc.source}: {len(exc.problems)} problem(s)", title_justify="left")
-    table.add_column("where", style="cyan", no_wrap=True)
-    table.add_column("value", style="magenta")
-    table.add_column("problem")
-    for where, value, message in exc.problems:
-        table.add_row(where, value, message)
-    errors.print(table)
 
 
 def load_or_exit(path: Path, **overrides: Any) -> ScenarioBundle:

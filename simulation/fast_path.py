@@ -31,22 +31,12 @@ from controller.domain import (
     XrayStatus,
 )
 from controller.kpi import Kpis
-from controller.lifecycle import Parcel, ParcelState
+from controller.lifecycle import AFTER_DIVERT, AFTER_INSPECTION, Parcel, ParcelState
 from controller.policy import DecisionPolicy, PolicyInputs
 from controller.reasons import Reason
 from simulation.plant import Item, Plant
 from simulation.scenario import Scenario
 
-_AFTER_DIVERT = {
-    LaneKind.RELEASE: ParcelState.RELEASED,
-    LaneKind.INSPECTION: ParcelState.IN_INSPECTION,
-    LaneKind.EXCEPTION: ParcelState.EXCEPTION,
-}
-_AFTER_INSPECTION = {
-    InspectionOutcome.CLEARED: ParcelState.CLEARED_AFTER_INSPECTION,
-    InspectionOutcome.SEIZED: ParcelState.SEIZED,
-    InspectionOutcome.REFERRED: ParcelState.REFERRED,
-}
 _RECIRCULATED = {DivertStatus.MISSED, DivertStatus.LANE_FULL}
 _AVAILABLE = LaneStatus.AVAILABLE
 _RELEASE, _EXCEPTION = LaneKind.RELEASE, LaneKind.EXCEPTION
@@ -232,7 +222,7 @@ class PolicyLink:
         if status is DivertStatus.LOST_TRACKING:
             target = ParcelState.EXCEPTION
         else:
-            target = _AFTER_DIVERT[self.lane_kind[(item.spec.line, lane)]]
+            target = AFTER_DIVERT[self.lane_kind[(item.spec.line, lane)]]
         parcel.move(target, now)
         if target is not _IN_INSPECTION:
             self._closed(key, parcel, now)
@@ -240,7 +230,7 @@ class PolicyLink:
     def inspected(self, item: Item, outcome: InspectionOutcome, now: float) -> None:
         key = (item.spec.line, item.tracking_id)
         parcel = self.parcels[key]
-        parcel.move(_AFTER_INSPECTION[outcome], now)
+        parcel.move(AFTER_INSPECTION[outcome], now)
         self._closed(key, parcel, now)
 
     def tick(self, now: float) -> None:
