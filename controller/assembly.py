@@ -29,11 +29,13 @@ from controller.risk import RiskBook, feed_from_settings
 from controller.store.forwarder import ForwarderStatus, JournalForwarder
 from controller.store.journal import SqliteJournal
 from controller.store.read import read_entries
+from plc_adapters.settings import build_wire_sorter
 from simulation.scanner import ImageBank
 from simulation.settings import TwinSitePlant
 
 if TYPE_CHECKING:
     from controller.inference.service import OnnxXrayService
+    from plc_adapters.wire_sorter import WireSorter
     from simulation.scanner import ImagePush
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,7 @@ class Site:
             else None
         )
         self.inference: OnnxXrayService | None = None
+        self._wires: list[WireSorter] = []
         self.controller = Controller(
             config,
             self._sorters(),
@@ -161,6 +164,9 @@ class Site:
                         ],
                     )
                 sorters[line.id] = self.plant.sorters[line.id]
+            else:
+                self._wires.append(build_wire_sorter(line.id, line.sorter, self.clock, self.alarms))
+                sorters[line.id] = self._wires[-1]
         return sorters
 
     def _xray(self) -> XrayPort:
@@ -256,6 +262,8 @@ class Site:
                 stopper.cancel()
                 for task in background:
                     task.cancel()
+            for wire in self._wires:
+                await wire.aclose()
             if self.forwarder is not None:
                 await self._ship_tail(self.forwarder)
         final = self.snapshot()

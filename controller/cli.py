@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+import gc
 import signal
 import sys
 from pathlib import Path
@@ -19,21 +19,17 @@ from controller.assembly import Site, Snapshot
 from controller.config import ConfigError, SiteConfig, load_config
 from controller.inference.cli import model_app
 from controller.intake.cli import intake_app
-from controller.terminal import console, errors, print_problems
+from controller.terminal import console, errors, print_problems, setup_logging
+from plc_adapters.cli import plc_emulator
 from simulation.cli import replay, simulate, sweep
 
 app = typer.Typer(
     help="CargoGate: customs clearance control for express cargo centers.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="markdown",  # docstrings wrap to the terminal; blank lines part paragraphs
 )
 config_app = typer.Typer(help="Work with site files.", no_args_is_help=True)
-app.add_typer(config_app, name="config")
-app.add_typer(model_app, name="model")
-app.add_typer(intake_app, name="intake")
-app.command()(simulate)
-app.command()(sweep)
-app.command()(replay)
 
 
 ConfigPath = Annotated[
@@ -47,12 +43,6 @@ def _load(path: Path) -> SiteConfig:
     except ConfigError as exc:
         print_problems(exc)
         raise typer.Exit(code=2) from None
-
-
-@app.command()
-def version() -> None:
-    """Print the CargoGate version."""
-    console.print(f"cargogate {__version__}")
 
 
 @config_app.command("check")
@@ -95,10 +85,7 @@ def run(
 ) -> None:
     """Run the controller for every line of a site until stopped (Ctrl-C or SIGTERM)."""
     config = _load(config_file)
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    setup_logging(log_level)
     show_live = sys.stdout.isatty() if live is None else live
     try:
         final = asyncio.run(_run(config, duration, show_live))
@@ -128,6 +115,7 @@ async def _run(config: SiteConfig, duration: float | None, show_live: bool) -> S
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     site = Site(config)
+    gc.freeze()  # the start-up objects live for the whole run: keep them out of collections
     if not show_live:
         return await site.run(duration, stop)
     with Live(console=console, refresh_per_second=4, transient=True) as view:
@@ -193,3 +181,19 @@ def _items(value: object) -> list[tuple[str, object]]:
 
 def _pct(value: object) -> str:
     return "-" if value is None else f"{float(value) * 100:.1f} %"  # type: ignore[arg-type]
+
+
+# the order of --help: run a site first, then the tools around it
+app.add_typer(config_app, name="config")
+app.command()(simulate)
+app.command()(sweep)
+app.command()(replay)
+app.command("plc-emulator")(plc_emulator)
+app.add_typer(model_app, name="model")
+app.add_typer(intake_app, name="intake")
+
+
+@app.command()
+def version() -> None:
+    """Print the CargoGate version."""
+    console.print(f"cargogate {__version__}")

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationErro
 from controller.domain import LaneKind
 from controller.inference.settings import OnnxXray
 from controller.intake.settings import Intake
+from plc_adapters.settings import ModbusSorter, OpcUaSorter
 from simulation.settings import TwinPlant
 
 
@@ -68,7 +69,9 @@ class InProcessSorter(Strict):
     type: Literal["inprocess"] = "inprocess"
 
 
-SorterSettings = Annotated[InProcessSorter, Field(discriminator="type")]
+SorterSettings = Annotated[
+    InProcessSorter | OpcUaSorter | ModbusSorter, Field(discriminator="type")
+]
 
 
 class Line(Strict):
@@ -289,9 +292,27 @@ def parse_config(raw: dict[str, object], source: str = "<config>") -> SiteConfig
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            loc = ".".join(str(part) for part in err["loc"]) or "(document)"
+            loc = ".".join(str(part) for part in file_path(raw, err["loc"])) or "(document)"
             value = err.get("input")
             shown = "-" if isinstance(value, dict | list) else repr(value)
             msg = err["msg"].removeprefix("Value error, ")
             problems.append((loc, shown, msg))
         raise ConfigError(source, problems) from None
+
+
+def file_path(raw: object, loc: tuple[int | str, ...]) -> list[int | str]:
+    """``loc`` as the file spells it: pydantic puts an adapter's ``type`` tag into the path
+    (``lines.0.sorter.modbus.unit_id``), which is not a key in the file, so drop it."""
+    path: list[int | str] = []
+    node = raw
+    for part in loc:
+        if isinstance(node, dict) and part not in node and node.get("type") == part:
+            continue
+        path.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return path

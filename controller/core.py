@@ -106,12 +106,24 @@ class LineController:
         finally:
             await self.drain()
 
-    async def drain(self) -> None:
-        """Wait for decisions in flight and journal writes still pending."""
-        if self._deciding:
-            await asyncio.gather(*self._deciding.values(), return_exceptions=True)
-        if self._flusher is not None:
-            await self._flusher
+    #: Wall seconds a shutdown waits for decisions and journal writes in flight.
+    DRAIN_LIMIT_S = 10.0
+
+    async def drain(self, limit_s: float | None = None) -> None:
+        """Wait, at most ``limit_s`` wall seconds in all, for decisions in flight and then for
+        journal writes still pending. What is still running then is cancelled and logged: the
+        PLC's default lane stands, and recovery takes those parcels back at the next start."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + (self.DRAIN_LIMIT_S if limit_s is None else limit_s)
+        for pending in (list(self._deciding.values()), [self._flusher]):
+            tasks = [task for task in pending if task is not None]
+            if not tasks:
+                continue
+            _, stuck = await asyncio.wait(tasks, timeout=max(0.0, until - loop.time()))
+            for task in stuck:
+                task.cancel()
+            if stuck:
+                log.warning("line %s: %d task(s) cut short at shutdown", self.line.id, len(stuck))
 
     def _start_decision(self, request: DestinationRequest) -> None:
         task = asyncio.create_task(self._decide(request))

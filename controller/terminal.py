@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from rich.console import Console
 from rich.table import Table
 
@@ -20,3 +22,16 @@ def print_problems(exc: ConfigError) -> None:
     for where, value, message in exc.problems:
         table.add_row(where, value, message)
     errors.print(table)
+
+
+def setup_logging(level: str = "info") -> None:
+    """Our log lines with time and source; libraries' chatter kept to what needs a person.
+
+    pymodbus dumps its last frames with every error and alembic narrates each migration; the
+    adapters and the journal already report those conditions in our own words.
+    """
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)

@@ -3,7 +3,9 @@
 The controller holds the :class:`controller.ports.SorterPort` side; the plant side (the demo's
 stand-in plant, the digital twin, tests) pushes destination requests and divert confirmations
 and receives replies. Sequence numbers are assigned here as a PLC would, and a telegram
-is delivered exactly once, in order.
+is delivered exactly once, in order. Telegrams pass the same checks as over a wire
+(:class:`plc_adapters.telegrams.TelegramChecker`), so :meth:`InProcessSorter.inject` can play
+duplicates and malformed telegrams for the adapter contract tests.
 """
 
 from __future__ import annotations
@@ -12,23 +14,22 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator, Mapping
 
-from controller.domain import (
-    DestinationReply,
-    DestinationRequest,
-    DivertConfirmation,
-    DivertStatus,
-    LaneStatus,
-    Telegram,
-)
+from controller.domain import DestinationReply, DivertStatus, LaneStatus, Telegram
+from controller.ports import AlarmSink
+from plc_adapters.layout import TelegramKind
 from plc_adapters.plant_side import ReplyHandler
+from plc_adapters.telegrams import RawTelegram, TelegramChecker
 
 
 class InProcessSorter:
     """One sorter line. ``on_reply`` is called for every reply, on the event loop."""
 
-    def __init__(self, line: str, on_reply: ReplyHandler | None = None) -> None:
+    def __init__(
+        self, line: str, on_reply: ReplyHandler | None = None, alarms: AlarmSink | None = None
+    ) -> None:
         self.line = line
         self.on_reply = on_reply
+        self.checker = TelegramChecker(line, alarms)
         self.replies: list[DestinationReply] = []
         self._queue: asyncio.Queue[Telegram | None] = asyncio.Queue()
         self._seq = itertools.count(1)
@@ -54,13 +55,27 @@ class InProcessSorter:
     def request(self, tracking_id: int, barcode: str, scan_time: float) -> int:
         """A parcel left the scan tunnel; returns the telegram's sequence number."""
         seq = next(self._seq)
-        self._queue.put_nowait(DestinationRequest(self.line, seq, tracking_id, barcode, scan_time))
+        encoded = barcode.encode("utf-8")  # non-ASCII is flagged, as on a wire
+        kind = TelegramKind.DESTINATION_REQUEST
+        self.inject(RawTelegram(seq, kind, tracking_id, barcode=encoded), scan_time)
         return seq
 
     def confirm(self, tracking_id: int, lane: int, status: DivertStatus) -> int:
         seq = next(self._seq)
-        self._queue.put_nowait(DivertConfirmation(self.line, seq, tracking_id, lane, status))
+        kind = TelegramKind.DIVERT_CONFIRMATION
+        self.inject(RawTelegram(seq, kind, tracking_id, lane=lane, status=status))
         return seq
+
+    def next_seq(self) -> int:
+        """Draw the next telegram sequence number (for a telegram built by hand)."""
+        return next(self._seq)
+
+    def inject(self, raw: RawTelegram, scan_time: float = 0.0) -> None:
+        """Deliver a telegram exactly as given, through the same checks as a wire adapter's
+        (duplicates dropped, malformed values reported); no sequence number is drawn."""
+        telegram = self.checker.admit(raw, scan_time)
+        if telegram is not None:
+            self._queue.put_nowait(telegram)
 
     def set_lane_status(self, lane: int, status: LaneStatus) -> None:
         self._lanes[lane] = status

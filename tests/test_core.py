@@ -12,10 +12,9 @@ import pytest
 
 from controller.clock import ManualClock
 from controller.config import SiteConfig
-from controller.core import Controller
+from controller.core import Controller, LineController
 from controller.domain import (
     DestinationReply,
-    DestinationRequest,
     DivertStatus,
     EntryKind,
     InspectionOutcome,
@@ -29,6 +28,8 @@ from controller.domain import (
 from controller.lifecycle import ParcelState
 from controller.reasons import Reason
 from plc_adapters.inprocess import InProcessSorter
+from plc_adapters.layout import TelegramKind
+from plc_adapters.telegrams import RawTelegram
 from tests.support import CLEAN, DictRisk, MemoryJournal, ScriptedReview, ScriptedXray, site
 
 WINDOW = 12 / 2.0 - 0.5  # scan_to_divert_m / speed_m_s - plc_margin_s in tests.support.site()
@@ -361,15 +362,15 @@ async def test_missing_sorter_for_a_line_is_refused() -> None:
 
 async def test_malformed_telegram_goes_to_exception_with_its_fault_recorded() -> None:
     async with plant() as p:
-        p.green("H1")
-        await p.sorter._queue.put(  # what a PLC adapter delivers for a telegram it cannot trust
-            DestinationRequest("L1", 1, 11, "H1", p.clock.now(), fault="barcode has byte 0xff")
-        )
+        p.green("CG1")
+        kind = TelegramKind.DESTINATION_REQUEST
+        raw = RawTelegram(p.sorter.next_seq(), kind, 11, barcode=b"CG\xff1")
+        p.sorter.inject(raw, scan_time=p.clock.now())  # as a wire adapter would deliver it
         await p.clock.advance(WINDOW)
         reply = p.reply_for(11)
         assert (reply.lane, reply.reason) == (9, Reason.MALFORMED_TELEGRAM)
         decision = next(e for e in p.journal.for_parcel(11) if e.kind is EntryKind.DECISION)
-        assert decision.data["fault"] == "barcode has byte 0xff"
+        assert "0xFF" in str(decision.data["fault"])
         assert p.xray.calls == 0
 
 
@@ -394,3 +395,20 @@ async def test_parcels_are_spread_over_lanes_by_spare_capacity() -> None:
             await p.clock.advance(1)
         lanes = Counter(r.lane for _, r in p.replies)
         assert lanes == {2: 10, 3: 20}
+
+
+async def test_a_shutdown_does_not_wait_forever_for_a_stuck_decision(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(LineController, "DRAIN_LIMIT_S", 0.2)
+    config = site()
+    clock = ManualClock(start=0.0)  # never advanced: the decision waits on its deadline
+    sorter = InProcessSorter("L1")
+    xray = ScriptedXray(clock, delay_s=100)
+    controller = Controller(config, {"L1": sorter}, DictRisk(), xray, MemoryJournal(), clock)
+    serving = asyncio.create_task(controller.run())
+    sorter.request(1, "H1", clock.now())
+    await asyncio.sleep(0.05)
+    sorter.close()
+    await asyncio.wait_for(serving, 5)  # returns after the drain limit, not never
+    assert sorter.replies == []

@@ -1,0 +1,457 @@
+"""The PLC's half of the sorter contract, emulated behind a real OPC UA or Modbus TCP server.
+
+:class:`EmulatedPlc` is what a PLC programmer implements, written once in Python: a scan
+cycle over the shared layout that publishes telegrams from a backlog into the telegram ring
+(raising *mailbox full* when the controller falls behind), consumes the reply ring, counts its
+heartbeat, watches the controller's, and keeps per-parcel tracking so that at divert time
+:meth:`EmulatedPlc.lane_for` says where the parcel goes: the reply's lane if it arrived in time
+and the controller heartbeat is alive, the default lane otherwise, or *lane full*.
+
+It implements :class:`plc_adapters.plant_side.PlantSide`, so the stand-in plant, the SimPy twin
+and the tests drive it exactly like the in-process sorter. The server (an
+:class:`ServerImage`) can be stopped and started again on the same port while the PLC memory and
+scan cycle carry on, as a PLC's communication module restarts without losing the program state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import math
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from controller.clock import Clock
+from controller.domain import (
+    DestinationReply,
+    DivertStatus,
+    LaneKind,
+    LaneStatus,
+)
+from controller.reasons import Reason
+from plc_adapters.layout import (
+    LAYOUT_VERSION,
+    Key,
+    Layout,
+    Owner,
+    PackMLState,
+    PlcFlags,
+    TelegramKind,
+    Value,
+    header,
+    u32_add,
+    u32_diff,
+    zero,
+)
+from plc_adapters.plant_side import ReplyHandler
+from plc_adapters.shutdown import bounded, cancel_and_wait
+from plc_adapters.telegrams import RawTelegram
+
+if TYPE_CHECKING:  # controller.config may import this package's settings: no cycle
+    from controller.config import Line
+
+log = logging.getLogger(__name__)
+
+
+class ServerImage(Protocol):
+    """A protocol server exposing an :class:`EmulatedPlc`'s memory."""
+
+    @property
+    def endpoint(self) -> str: ...
+
+    async def start(self, plc: EmulatedPlc) -> None:
+        """Bind and serve ``plc.mem``; controller writes go to :meth:`EmulatedPlc.written`."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop serving and release the port; never raises."""
+        ...
+
+    def changed(self, key: Key, value: Value) -> None:
+        """The PLC wrote a field it owns (publish it, in order, by the next :meth:`flush`)."""
+        ...
+
+    async def flush(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Tracked:
+    """A parcel the PLC is tracking between its scan and its divert."""
+
+    scan_time: float
+    deadline: float
+    reply: DestinationReply | None = None
+    replied_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlcTiming:
+    """Scan and heartbeat pacing of the emulated PLC (seconds of wall time)."""
+
+    scan_s: float = 0.002
+    heartbeat_period_s: float = 0.25
+    heartbeat_timeout_s: float = 2.0
+    backlog_limit: int = 10_000
+
+
+class EmulatedPlc:
+    """One line's sorter PLC. Use as ``async with`` (starts the scan cycle and the server)."""
+
+    def __init__(
+        self,
+        line: Line,
+        layout: Layout,
+        image: ServerImage,
+        clock: Clock,
+        timing: PlcTiming | None = None,
+        on_reply: ReplyHandler | None = None,
+    ) -> None:
+        self.line = line.id
+        self.config = line
+        self.layout = layout
+        self.image = image
+        self.clock = clock
+        self.timing = timing or PlcTiming()
+        self.on_reply = on_reply
+        self.default_lane = line.lanes_of(LaneKind.EXCEPTION)[0].id
+        self._lane_ids = {lane.id for lane in line.lanes}
+        self.mem: dict[Key, Value] = {f.key: zero(f.type) for f in layout}
+        self._owners = {f.key: f.owner for f in layout}
+        self._epoch = clock.now()
+        self._seq = itertools.count(1)
+        self._backlog: deque[RawTelegram] = deque()
+        self._sent: OrderedDict[int, RawTelegram] = OrderedDict()
+        self.tracked: OrderedDict[int, Tracked] = OrderedDict()
+        self._lanes: dict[int, LaneStatus] = {}
+        self._wake = asyncio.Event()
+        self._scan_task: asyncio.Task[None] | None = None
+        self.serving = False
+        self.heartbeat_frozen = False
+        self.safe_state = False
+        self.replies_received = 0
+        self.replies_late = 0
+        self.replies_invalid = 0
+        self.telegrams_dropped = 0
+        self._ctl_beat: Value = 0
+        self._ctl_beat_at = time.monotonic()
+        self._next_beat = 0.0
+        self._flags = PlcFlags(0)
+        self._lane_rows: dict[int, int] = {}
+        for name, value in (
+            ("layout_version", LAYOUT_VERSION),
+            ("ring_size", layout.ring_size),
+            ("lane_slots", layout.lane_slots),
+            ("line_state", PackMLState.EXECUTE),
+        ):
+            self.mem[header(name)] = int(value)
+        for lane in line.lanes[: layout.lane_slots]:
+            self.set_lane_status(lane.id, LaneStatus.AVAILABLE)
+
+    # --- PlantSide ---------------------------------------------------------------------------
+
+    def request(self, tracking_id: int, barcode: str, scan_time: float) -> int:
+        """A parcel left the scan tunnel; start tracking it and queue its destination request."""
+        seq = next(self._seq)
+        window = self.config.belt.decision_window_s
+        self.tracked[tracking_id] = Tracked(scan_time, scan_time + window)
+        self.tracked.move_to_end(tracking_id)
+        while len(self.tracked) > 100_000:
+            self.tracked.popitem(last=False)
+        encoded = barcode.encode("utf-8")[:32]  # non-ASCII reaches the wire and is flagged
+        self._queue(
+            RawTelegram(
+                seq,
+                TelegramKind.DESTINATION_REQUEST,
+                tracking_id,
+                self._ticks(scan_time),
+                0,
+                0,
+                encoded,
+            )
+        )
+        return seq
+
+    def confirm(self, tracking_id: int, lane: int, status: DivertStatus) -> int:
+        seq = next(self._seq)
+        self._queue(
+            RawTelegram(seq, TelegramKind.DIVERT_CONFIRMATION, tracking_id, 0, lane, status)
+        )
+        return seq
+
+    def set_lane_status(self, lane: int, status: LaneStatus) -> None:
+        self._lanes[lane] = status
+        row = self._lane_rows.get(lane)
+        if row is None:
+            if len(self._lane_rows) >= self.layout.lane_slots:
+                log.error(
+                    "line %s: lane table full, status of lane %d not published", self.line, lane
+                )
+                return
+            row = self._lane_rows[lane] = len(self._lane_rows)
+            self._set(("lane", row, "id"), lane)
+        self._set(("lane", row, "status"), int(status))
+
+    def lane_for(self, tracking_id: int) -> tuple[int, DivertStatus]:
+        """Where the parcel goes at its divert, decided now, and the status to confirm with.
+
+        The reply's lane if it arrived by the parcel's deadline (scan time + decision window,
+        on the plant clock) and the controller heartbeat is alive: ``DIVERTED``, or
+        ``LANE_FULL`` when that lane is full or blocked (the parcel recirculates). Otherwise
+        the default lane (the line's first exception lane) with ``DEFAULTED``. Forgets the
+        parcel's tracking entry: a recirculated parcel is requested again on its next lap.
+        """
+        tracked = self.tracked.pop(tracking_id, None)
+        if self.safe_state or tracked is None or tracked.reply is None:
+            return self.default_lane, DivertStatus.DEFAULTED
+        assert tracked.replied_at is not None
+        if tracked.replied_at > tracked.deadline:
+            self.replies_late += 1
+            return self.default_lane, DivertStatus.DEFAULTED
+        lane = tracked.reply.lane
+        if lane not in self._lane_ids:
+            return self.default_lane, DivertStatus.DEFAULTED
+        if self._lanes.get(lane, LaneStatus.AVAILABLE) is not LaneStatus.AVAILABLE:
+            return lane, DivertStatus.LANE_FULL
+        return lane, DivertStatus.DIVERTED
+
+    # --- commissioning and test hooks --------------------------------------------------------
+
+    def inject(self, raw: RawTelegram) -> None:
+        """Publish a telegram slot exactly as given (no tracking, no sequence number drawn):
+        for checking that the controller rejects malformed telegrams."""
+        self._queue(raw)
+
+    def next_seq(self) -> int:
+        """Draw the next telegram sequence number (for a telegram built by hand)."""
+        return next(self._seq)
+
+    def resend(self, seq: int) -> None:
+        """Publish a recent telegram again, identical, as a PLC may after a comms fault."""
+        self._queue(self._sent[seq])
+
+    def freeze_heartbeat(self, frozen: bool = True) -> None:
+        """Stop (or resume) counting the PLC heartbeat, as a stopped PLC program would."""
+        self.heartbeat_frozen = frozen
+
+    def set_line_state(self, state: PackMLState) -> None:
+        self._set(header("line_state"), int(state))
+
+    @property
+    def mailbox_full(self) -> bool:
+        return bool(self._flags & PlcFlags.MAILBOX_FULL)
+
+    @property
+    def backlog(self) -> int:
+        return len(self._backlog)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> EmulatedPlc:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Start the scan cycle (if not running) and the server."""
+        if not self.serving:
+            await self.image.start(self)
+            self.serving = True
+        if self._scan_task is None:
+            self._ctl_beat_at = time.monotonic()
+            self._scan_task = asyncio.get_running_loop().create_task(self._scan_forever())
+
+    async def stop_server(self) -> None:
+        """Stop serving; the PLC's memory and scan cycle carry on."""
+        if self.serving:
+            self.serving = False
+            await bounded(self.image.stop(), f"emulated PLC {self.line} server stop")
+
+    async def aclose(self, stop_server: bool = True) -> None:
+        """Stop the scan cycle and (unless told not to, for a shared endpoint) the server."""
+        if stop_server:
+            await self.stop_server()
+        self.serving = False
+        await cancel_and_wait(self._scan_task, f"emulated PLC {self.line} scan cycle")
+        self._scan_task = None
+
+    # --- what the image calls ----------------------------------------------------------------
+
+    def owner(self, key: Key) -> Owner | None:
+        return self._owners.get(key)
+
+    def written(self, key: Key, value: Value) -> bool:
+        """The controller wrote ``key``; False (refused) if the PLC owns it."""
+        if self._owners.get(key) is not Owner.CONTROLLER:
+            return False
+        self.mem[key] = value
+        self._wake.set()
+        return True
+
+    def clock_ms(self) -> int:
+        """The PLC's millisecond tick, live (what ``plc_clock_ms`` reads)."""
+        return self._ticks(self.clock.now())
+
+    # --- the scan cycle ----------------------------------------------------------------------
+
+    async def _scan_forever(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.timing.scan_s):  # wait_for can eat a cancel
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                self._scan()
+                if self.serving:
+                    await self.image.flush()
+            except Exception:  # a PLC keeps scanning; the fault is logged
+                log.exception("line %s: emulated PLC scan failed", self.line)
+
+    def _scan(self) -> None:
+        now = time.monotonic()
+        self._watch_controller(now)
+        self._take_replies()
+        self._publish_telegrams()
+        if now >= self._next_beat and not self.heartbeat_frozen:
+            self._next_beat = now + self.timing.heartbeat_period_s
+            beat = self.mem[header("plc_heartbeat")]
+            assert isinstance(beat, int)
+            self._set(header("plc_heartbeat"), (beat + 1) & 0xFFFF)
+        self._set_flag(PlcFlags.SAFE_STATE, self.safe_state)
+        self._set(header("plc_flags"), int(self._flags))
+
+    def _watch_controller(self, now: float) -> None:
+        beat = self.mem[header("ctl_heartbeat")]
+        if beat != self._ctl_beat:
+            self._ctl_beat, self._ctl_beat_at = beat, now
+            if self.safe_state:
+                log.info("line %s: controller heartbeat back; leaving the safe state", self.line)
+            self.safe_state = False
+        elif not self.safe_state and now - self._ctl_beat_at > self.timing.heartbeat_timeout_s:
+            log.warning(
+                "line %s: controller heartbeat stalled for %.1f s; safe state: default lane %d",
+                self.line,
+                now - self._ctl_beat_at,
+                self.default_lane,
+            )
+            self.safe_state = True
+
+    def _take_replies(self) -> None:
+        rep_write, rep_ack = self._int(header("rep_write")), self._int(header("rep_ack"))
+        if not 0 <= u32_diff(rep_write, rep_ack) <= self.layout.ring_size:
+            if rep_write != rep_ack:
+                log.error(
+                    "line %s: reply writer index %d is not within one ring of the ack %d",
+                    self.line,
+                    rep_write,
+                    rep_ack,
+                )
+                self._set_flag(PlcFlags.REPLY_ERROR, True)
+            return
+        now = self.clock.now()
+        while rep_ack != rep_write:
+            position = u32_add(rep_ack, 1)
+            seq, tracking_id, lane, reason = (
+                self._int(k) for k in self.layout.reply_keys(self.layout.slot(position))
+            )
+            rep_ack = position
+            if seq != position:
+                log.error(
+                    "line %s: reply slot for position %d carries seq %d; skipped",
+                    self.line,
+                    position,
+                    seq,
+                )
+                self._set_flag(PlcFlags.REPLY_ERROR, True)
+                continue
+            self._accept_reply(tracking_id, lane, reason, now)
+        self._set(header("rep_ack"), rep_ack)
+
+    def _accept_reply(self, tracking_id: int, lane: int, reason: int, now: float) -> None:
+        self.replies_received += 1
+        try:
+            why = Reason(reason)
+        except ValueError:
+            why = Reason.MALFORMED_TELEGRAM
+        reply = DestinationReply(self.line, tracking_id, lane, why)
+        if lane not in self._lane_ids:
+            self.replies_invalid += 1
+            log.error(
+                "line %s: reply for tracking id %d names lane %d, not a lane of this line; "
+                "the parcel goes to the default lane %d",
+                self.line,
+                tracking_id,
+                lane,
+                self.default_lane,
+            )
+        tracked = self.tracked.get(tracking_id)
+        if tracked is not None:
+            tracked.reply, tracked.replied_at = reply, now
+        if self.on_reply is not None:
+            self.on_reply(reply)
+
+    def _publish_telegrams(self) -> None:
+        tel_write, tel_ack = self._int(header("tel_write")), self._int(header("tel_ack"))
+        used = u32_diff(tel_write, tel_ack)
+        if not 0 <= used <= self.layout.ring_size:
+            used = self.layout.ring_size  # the ack makes no sense: write nothing
+        start = tel_write
+        while used < self.layout.ring_size and self._backlog:
+            raw = self._backlog.popleft()
+            tel_write = u32_add(tel_write, 1)
+            slot = self.layout.slot(tel_write)
+            values: tuple[Value, ...] = (
+                raw.seq,
+                raw.kind,
+                raw.tracking_id,
+                raw.scan_ms,
+                raw.lane,
+                raw.status,
+                raw.barcode,
+            )
+            for key, value in zip(self.layout.telegram_keys(slot), values, strict=True):
+                self._set(key, value)
+            used += 1
+        if tel_write != start:
+            self._set(header("tel_write"), tel_write)  # after the slots: the reader may go
+        self._set_flag(PlcFlags.MAILBOX_FULL, bool(self._backlog))
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _queue(self, raw: RawTelegram) -> None:
+        if len(self._backlog) >= self.timing.backlog_limit:
+            self.telegrams_dropped += 1
+            self._set_flag(PlcFlags.TELEGRAMS_DROPPED, True)
+            log.error(
+                "line %s: PLC backlog full (%d telegrams); telegram seq %d dropped",
+                self.line,
+                self.timing.backlog_limit,
+                raw.seq,
+            )
+            return
+        self._backlog.append(raw)
+        self._sent[raw.seq] = raw
+        while len(self._sent) > 4096:
+            self._sent.popitem(last=False)
+        self._wake.set()
+
+    def _ticks(self, at: float) -> int:
+        return math.floor((at - self._epoch) * 1000) & 0xFFFFFFFF
+
+    def _set(self, key: Key, value: Value) -> None:
+        if self.mem.get(key) != value:
+            self.mem[key] = value
+            self.image.changed(key, value)
+
+    def _set_flag(self, flag: PlcFlags, on: bool) -> None:
+        self._flags = self._flags | flag if on else self._flags & ~flag
+
+    def _int(self, key: Key) -> int:
+        value = self.mem[key]
+        assert isinstance(value, int)
+        return value

@@ -1,0 +1,231 @@
+"""Settings for the OPC UA and Modbus TCP sorter adapters, and the factory that builds them.
+
+A line's ``sorter`` block in the site file selects one by ``type``. The same block tells the
+PLC emulator (``cargogate plc-emulator``) where to listen, so one site file drives both ends.
+Passwords never sit in the site file: name an environment variable or a file instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
+
+from controller.clock import Clock
+from controller.ports import AlarmSink, SorterPort
+from plc_adapters.layout import Layout
+from plc_adapters.modbus_wire import ModbusTransport
+from plc_adapters.opcua_wire import Credentials, OpcUaTransport, Security
+from plc_adapters.wire_sorter import LinkTiming, WireSorter
+
+OPCUA_PREFETCH_SLOTS = 4
+"""Telegram slots an OPC UA read takes along with the header (one round trip saved)."""
+
+
+class SettingsError(ValueError):
+    """A setting cannot be used as given (names the field, the value and what was expected)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Link(_Strict):
+    """Ring sizes and link supervision, common to both protocols."""
+
+    ring_size: int = Field(default=64, ge=1, le=1024)
+    """Slots in each ring (telegrams and replies); the PLC must be built with the same."""
+    lane_slots: int = Field(default=32, ge=1, le=50)
+    """Entries in the lane status table."""
+    heartbeat_period_s: PositiveFloat = 0.25
+    heartbeat_timeout_s: PositiveFloat = 2.0
+    backoff_initial_s: PositiveFloat = 0.1
+    backoff_max_s: PositiveFloat = 5.0
+    plc_clock_staleness_s: float = Field(default=0.02, ge=0, le=1)
+    """How old the PLC's ``plc_clock_ms`` may be when read (its scan cycle)."""
+
+    @model_validator(mode="after")
+    def _heartbeat_timeout_covers_periods(self) -> Link:
+        if self.heartbeat_timeout_s < 2 * self.heartbeat_period_s:
+            raise ValueError(
+                f"heartbeat_timeout_s {self.heartbeat_timeout_s} must be at least twice "
+                f"heartbeat_period_s {self.heartbeat_period_s}"
+            )
+        return self
+
+    def layout(self) -> Layout:
+        return Layout(self.ring_size, self.lane_slots)
+
+
+class OpcUaSecurity(_Strict):
+    """Basic256Sha256 Sign&Encrypt. Paths are PEM or DER files; keep private keys out of git."""
+
+    certificate: Path
+    private_key: Path
+    server_certificate: Path | None = None
+    """The PLC's certificate; when omitted the client takes it from the endpoint list."""
+    application_uri: str = "urn:cargogate:controller"
+    """Must match the URI in ``certificate``'s subjectAltName."""
+
+
+class OpcUaSorter(_Strict):
+    """The line's sorter PLC is an OPC UA server."""
+
+    type: Literal["opcua"]
+    endpoint: str = Field(pattern=r"^opc\.tcp://")
+    namespace_uri: str = "urn:cargogate:sorter"
+    object_name: str | None = None
+    """Name of the line's object and NodeId prefix; defaults to the line id."""
+    security: OpcUaSecurity | None = None
+    username: str | None = None
+    password_env: str | None = None
+    """Environment variable that holds the password."""
+    password_file: Path | None = None
+    """File whose first line is the password (alternative to ``password_env``)."""
+    timeout_s: PositiveFloat = 2.0
+    publishing_interval_ms: PositiveFloat = 10.0
+    poll_s: PositiveFloat = 0.1
+    """Fallback poll when no subscription notification arrives."""
+    link: Link = Link()
+
+    @model_validator(mode="after")
+    def _credentials_complete(self) -> OpcUaSorter:
+        has_password = self.password_env is not None or self.password_file is not None
+        if self.username is None and has_password:
+            raise ValueError("password_env/password_file given without username")
+        if self.username is not None and not has_password:
+            raise ValueError("username needs password_env or password_file")
+        if self.password_env is not None and self.password_file is not None:
+            raise ValueError("give password_env or password_file, not both")
+        return self
+
+    def password(self) -> str | None:
+        """The password from the named variable or file; :class:`SettingsError` if missing."""
+        return _password(self.password_env, self.password_file)
+
+
+class ModbusSorter(_Strict):
+    """The line's sorter PLC is a Modbus TCP server (holding registers)."""
+
+    type: Literal["modbus"]
+    host: str = Field(min_length=1)
+    port: int = Field(default=502, ge=0, le=65535)
+    unit_id: int = Field(default=1, ge=0, le=255)
+    register_base: int = Field(default=0, ge=0, le=65535)
+    """Holding register address of the layout's first register (0-based, as on the wire)."""
+    timeout_s: PositiveFloat = 0.2
+    """Per request; keep timeout_s × (retries + 1) well inside the decision window."""
+    retries: int = Field(default=1, ge=0, le=5)
+    poll_s: PositiveFloat = 0.005
+    link: Link = Link()
+
+    @model_validator(mode="after")
+    def _map_fits(self) -> ModbusSorter:
+        end = self.register_base + self.link.layout().registers
+        if end > 65536:
+            raise ValueError(
+                f"register map ends at {end - 1}, beyond 65535: lower register_base "
+                f"({self.register_base}) or link.ring_size ({self.link.ring_size})"
+            )
+        return self
+
+
+PlcSorterSettings = Annotated[OpcUaSorter | ModbusSorter, Field(discriminator="type")]
+"""The wire sorter settings, by ``type``: add ``OpcUaSorter | ModbusSorter`` to the site
+schema's sorter union."""
+
+
+def _password(env: str | None, file: Path | None) -> str | None:
+    if env is not None:
+        value = os.environ.get(env)
+        if value is None:
+            raise SettingsError(f"password_env: environment variable {env!r} is not set")
+        return value
+    if file is not None:
+        try:
+            return file.read_text(encoding="utf-8").splitlines()[0]
+        except (OSError, IndexError) as exc:
+            raise SettingsError(
+                f"password_file: cannot read a password from {file}: {exc}"
+            ) from None
+    return None
+
+
+def timing(link: Link, poll_s: float, prefetch_slots: int = 0) -> LinkTiming:
+    return LinkTiming(
+        poll_s=poll_s,
+        prefetch_slots=prefetch_slots,
+        heartbeat_period_s=link.heartbeat_period_s,
+        heartbeat_timeout_s=link.heartbeat_timeout_s,
+        backoff_initial_s=link.backoff_initial_s,
+        backoff_max_s=link.backoff_max_s,
+        clock_staleness_s=link.plc_clock_staleness_s,
+    )
+
+
+def host_port(endpoint: str) -> tuple[str, int]:
+    url = urlparse(endpoint)
+    if not url.hostname or url.port is None:
+        raise SettingsError(f"endpoint {endpoint!r}: expected opc.tcp://HOST:PORT")
+    return url.hostname, url.port
+
+
+def build_sorter(
+    line_id: str,
+    settings: OpcUaSorter | ModbusSorter,
+    clock: Clock,
+    alarms: AlarmSink | None = None,
+) -> SorterPort:
+    """The controller-side sorter adapter for one line (a :class:`WireSorter`).
+
+    It connects when the core first iterates its telegrams and reconnects by itself.
+    """
+    return build_wire_sorter(line_id, settings, clock, alarms)
+
+
+def build_wire_sorter(
+    line_id: str,
+    settings: OpcUaSorter | ModbusSorter,
+    clock: Clock,
+    alarms: AlarmSink | None = None,
+) -> WireSorter:
+    """As :func:`build_sorter`, typed as the adapter (for its extra status and controls)."""
+    layout = settings.link.layout()
+    if isinstance(settings, ModbusSorter):
+        modbus = ModbusTransport(
+            settings.host,
+            settings.port,
+            settings.unit_id,
+            layout,
+            settings.register_base,
+            settings.timeout_s,
+            settings.retries,
+        )
+        link = timing(settings.link, settings.poll_s)
+        return WireSorter(line_id, modbus, layout, clock, alarms, link)
+    host_port(settings.endpoint)
+    security = None
+    if settings.security is not None:
+        s = settings.security
+        security = Security(s.certificate, s.private_key, s.server_certificate, s.application_uri)
+    password = settings.password()
+    credentials = (
+        Credentials(settings.username, password)
+        if settings.username is not None and password is not None
+        else None
+    )
+    opcua = OpcUaTransport(
+        settings.endpoint,
+        settings.namespace_uri,
+        settings.object_name or line_id,
+        layout,
+        settings.timeout_s,
+        settings.publishing_interval_ms,
+        security,
+        credentials,
+    )
+    link = timing(settings.link, settings.poll_s, OPCUA_PREFETCH_SLOTS)
+    return WireSorter(line_id, opcua, layout, clock, alarms, link)

@@ -1,0 +1,508 @@
+"""The controller's side of the sorter contract over any wire protocol.
+
+:class:`WireSorter` implements :class:`controller.ports.SorterPort` on top of a
+:class:`plc_adapters.transport.Transport` (OPC UA or Modbus TCP). It is the only owner of its
+connection: one supervisor task connects, resynchronises both rings, then runs the cycle
+(read header → read new telegram slots → acknowledge → write replies → heartbeat) until the
+link fails, and reconnects with capped exponential backoff. Telegrams are delivered in PLC
+order, each exactly once, across reconnects; replies are kept until the PLC acknowledges them
+and rewritten after a reconnect if their index write was lost, so none is lost or doubled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+from controller.clock import Clock
+from controller.domain import DestinationReply, LaneStatus, Telegram
+from controller.ports import AlarmSink
+from plc_adapters.layout import (
+    LAYOUT_VERSION,
+    Key,
+    Layout,
+    PackMLState,
+    PlcFlags,
+    TelegramKind,
+    Value,
+    header,
+    u32_add,
+    u32_diff,
+)
+from plc_adapters.plc_clock import PlcClockMapper
+from plc_adapters.shutdown import bounded, cancel_and_wait
+from plc_adapters.telegrams import RawTelegram, TelegramChecker
+from plc_adapters.transport import LinkDownError, LinkRejectedError, Transport
+
+log = logging.getLogger(__name__)
+
+_FLAG_ALARMS = {
+    PlcFlags.SAFE_STATE: (
+        "plc-safe-state",
+        "PLC in its safe state: it lost the controller heartbeat; parcels go to the default lane",
+    ),
+    PlcFlags.MAILBOX_FULL: (
+        "plc-mailbox-full",
+        "PLC telegram mailbox full: telegrams wait in the PLC's backlog",
+    ),
+    PlcFlags.TELEGRAMS_DROPPED: (
+        "plc-telegrams-dropped",
+        "PLC backlog overflowed: some parcels were defaulted without a request",
+    ),
+    PlcFlags.REPLY_ERROR: (
+        "plc-reply-error",
+        "PLC found a reply slot with an unexpected sequence number",
+    ),
+}
+
+
+_PENDING_LIMIT = 20_000
+"""Replies kept while the link is down (memory bound only: the PLC judges lateness)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkTiming:
+    """How the adapter paces and supervises its link (seconds of wall time)."""
+
+    poll_s: float = 0.005
+    heartbeat_period_s: float = 0.25
+    heartbeat_timeout_s: float = 2.0
+    backoff_initial_s: float = 0.1
+    backoff_max_s: float = 5.0
+    clock_staleness_s: float = 0.02
+    slots_per_read: int = 16
+    prefetch_slots: int = 0
+    """Telegram slots read with the header, in the same request (saves a round trip)."""
+    lane_poll_s: float = 0.05
+
+
+class WireSorter:
+    """One sorter line over a wire; see the module docstring for the contract."""
+
+    def __init__(
+        self,
+        line: str,
+        transport: Transport,
+        layout: Layout,
+        clock: Clock,
+        alarms: AlarmSink | None = None,
+        timing: LinkTiming | None = None,
+    ) -> None:
+        self.line = line
+        self.transport = transport
+        self.layout = layout
+        self.clock = clock
+        self.alarms = alarms
+        self.timing = timing or LinkTiming()
+        self.checker = TelegramChecker(line, alarms)
+        self.mapper = PlcClockMapper(self.timing.clock_staleness_s)
+        self.connected = False
+        self.connects = 0
+        self.line_state: PackMLState | None = None
+        self.plc_flags = PlcFlags(0)
+        self.plc_heartbeat_ok = False
+        self._queue: asyncio.Queue[Telegram | None] = asyncio.Queue()
+        self._lanes: dict[int, LaneStatus] = {}
+        self._wake = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._closing = False
+        self._heartbeat_held = False
+        # ring positions (1-based counters, wrapping at 2**32); None until the first connect
+        self._tel_pos: int | None = None
+        self._rep_pos: int | None = None
+        self._pending: deque[DestinationReply] = deque()
+        self._unacked: dict[int, tuple[int, int, int, int]] = {}
+        self._ctl_heartbeat = 0
+        self._next_heartbeat = 0.0
+        self._plc_heartbeat: int | None = None
+        self._plc_heartbeat_at = 0.0
+        self._next_lanes = 0.0
+        self._rep_ack = 0
+        self._signalled = False
+        self._link_alarm = False
+
+    # --- SorterPort --------------------------------------------------------------------------
+
+    async def telegrams(self) -> AsyncIterator[Telegram]:
+        self.start()
+        while (telegram := await self._queue.get()) is not None:
+            yield telegram
+
+    async def reply(self, reply: DestinationReply) -> None:
+        """Queue the reply for the reply ring; it is written at once while the link is up."""
+        self._pending.append(reply)
+        limit = _PENDING_LIMIT
+        while len(self._pending) > limit:
+            dropped = self._pending.popleft()
+            log.error(
+                "line %s: reply for tracking id %d dropped: %d replies wait for the PLC link",
+                self.line,
+                dropped.tracking_id,
+                limit,
+            )
+        self._wake.set()
+
+    def lane_status(self) -> Mapping[int, LaneStatus]:
+        return self._lanes
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start supervising the link (idempotent); :meth:`telegrams` calls it."""
+        if self._supervisor is None:
+            self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+
+    async def aclose(self) -> None:
+        """Stop, close the link and end the telegram stream; never raises."""
+        self._closing = True
+        await cancel_and_wait(self._supervisor, f"line {self.line} link supervisor")
+        await bounded(self.transport.close(), f"line {self.line} link close")
+        self._queue.put_nowait(None)
+
+    async def __aenter__(self) -> WireSorter:
+        self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    def suspend_heartbeat(self, suspended: bool = True) -> None:
+        """Stop (or resume) writing the controller heartbeat, for commissioning: the PLC must
+        go to its safe state when it stops. Everything else keeps running."""
+        self._heartbeat_held = suspended
+
+    # --- supervision -------------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        delay = self.timing.backoff_initial_s
+        while not self._closing:
+            try:
+                await self.transport.connect(self._signal)
+                await self._resync()
+                self._link_up()
+                delay = self.timing.backoff_initial_s
+                await self._run_cycles()
+            except LinkRejectedError as exc:
+                self._link_lost(f"PLC at {self.transport.endpoint} refused the link: {exc}")
+                delay = self.timing.backoff_max_s
+            except LinkDownError as exc:
+                self._link_lost(f"PLC at {self.transport.endpoint} unreachable: {exc}")
+            finally:
+                self.connected = False
+                await self.transport.close()
+            if self._closing:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.timing.backoff_max_s)
+
+    def _link_up(self) -> None:
+        self.connected = True
+        self.connects += 1
+        log.info("line %s: PLC link up (%s)", self.line, self.transport.endpoint)
+        if self._link_alarm and self.alarms is not None:
+            self.alarms.alarm(f"{self.line}/plc-link", "PLC link restored", active=False)
+        self._link_alarm = False
+
+    def _link_lost(self, message: str) -> None:
+        self.plc_heartbeat_ok = False
+        if not self._link_alarm:  # log once per outage
+            log.warning("line %s: %s; retrying with backoff", self.line, message)
+            if self.alarms is not None:
+                self.alarms.alarm(f"{self.line}/plc-link", message, active=True)
+        self._link_alarm = True
+
+    async def _read_header(self, lanes: bool = True) -> tuple[dict[str, Value], list[Value]]:
+        """Header fields by name (and the lane table when ``lanes``), plus the slots after our
+        position prefetched in the same request (``LinkTiming.prefetch_slots``)."""
+        keys = list(self.layout.header_keys)
+        if lanes:
+            keys += self.layout.lane_keys
+            self._next_lanes = time.monotonic() + self.timing.lane_poll_s
+        prefetch: list[Key] = []
+        if self._tel_pos is not None:
+            for k in range(self.timing.prefetch_slots):
+                position = u32_add(self._tel_pos, k + 1)
+                prefetch += self.layout.telegram_keys(self.layout.slot(position))
+        sent = self.clock.now()
+        values = await self.transport.read(keys + prefetch)
+        fields = {f"{area}.{i}.{name}": v for (area, i, name), v in zip(keys, values, strict=False)}
+        self.mapper.sample(sent, _u(fields, "plc_clock_ms"))
+        return fields, values[len(keys) :]
+
+    async def _resync(self) -> None:
+        """Check the PLC's layout and line both rings up with what this side already did."""
+        h, _ = await self._read_header()
+        expected = {
+            "layout_version": LAYOUT_VERSION,
+            "ring_size": self.layout.ring_size,
+            "lane_slots": self.layout.lane_slots,
+        }
+        for name, want in expected.items():
+            got = _u(h, name)
+            if got != want:
+                raise LinkRejectedError(f"PLC reports {name} {got}, the settings expect {want}")
+        n = self.layout.ring_size
+        tel_write, tel_ack = _u(h, "tel_write"), _u(h, "tel_ack")
+        rep_write, rep_ack = _u(h, "rep_write"), _u(h, "rep_ack")
+        index_writes: list[tuple[Key, Value]] = []
+        slot_writes: list[tuple[Key, Value]] = []
+        if self._tel_pos is None:
+            self._tel_pos = tel_ack
+        elif not (
+            0 <= u32_diff(self._tel_pos, tel_ack) <= n and u32_diff(tel_write, self._tel_pos) >= 0
+        ):
+            log.warning(
+                "line %s: PLC telegram counters reset (write %d, ack %d, ours %d); following it",
+                self.line,
+                tel_write,
+                tel_ack,
+                self._tel_pos,
+            )
+            self._tel_pos = tel_ack
+            self.checker.guard.reset()
+            self.mapper.reset()
+        elif self._tel_pos != tel_ack:
+            index_writes.append((header("tel_ack"), self._tel_pos))  # our ack write was lost
+        if self._rep_pos is None:
+            self._rep_pos = rep_write
+        elif not 0 <= u32_diff(self._rep_pos, rep_ack) <= n:
+            log.warning(
+                "line %s: PLC reply counters reset (ack %d, ours %d); %d unacknowledged replies "
+                "dropped, the PLC defaults those parcels",
+                self.line,
+                rep_ack,
+                self._rep_pos,
+                len(self._unacked),
+            )
+            self._unacked.clear()
+            self._rep_pos = rep_write
+        elif rep_write != self._rep_pos:
+            for position, values in sorted(self._unacked.items()):
+                if u32_diff(position, rep_ack) > 0:
+                    slot_writes += self._reply_slot(position, values)
+            index_writes.append((header("rep_write"), self._rep_pos))
+        self._forget_acked(rep_ack)
+        self._rep_ack = rep_ack
+        if slot_writes:
+            await self.transport.write(slot_writes)
+        if index_writes:
+            await self.transport.write(index_writes)
+        self._plc_heartbeat_at = self._next_heartbeat = time.monotonic()
+        self._observe(h)
+
+    async def _run_cycles(self) -> None:
+        """Full cycles at the poll interval or when the PLC signals; in between, replies are
+        written as soon as they are handed over, without reading the header first."""
+        next_poll = 0.0
+        while True:
+            now = time.monotonic()
+            if not self._wake.is_set():
+                timeout = max(0.0, min(next_poll, self._next_heartbeat) - now)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):  # wait_for can eat a cancel
+                        await self._wake.wait()
+            self._wake.clear()
+            now = time.monotonic()
+            if self._signalled or now >= next_poll:
+                self._signalled = False
+                next_poll = now + self.timing.poll_s
+                await self._cycle()
+            else:
+                await self._write_replies([])
+
+    def _signal(self) -> None:
+        """The transport saw new telegrams (a subscription notification)."""
+        self._signalled = True
+        self._wake.set()
+
+    async def _cycle(self) -> None:
+        h, prefetched = await self._read_header(lanes=time.monotonic() >= self._next_lanes)
+        received = self.clock.now()
+        self._observe(h)
+        self._rep_ack = _u(h, "rep_ack")
+        index_writes: list[tuple[Key, Value]] = []
+        if await self._take_telegrams(_u(h, "tel_write"), received, prefetched):
+            assert self._tel_pos is not None
+            index_writes.append((header("tel_ack"), self._tel_pos))
+            await asyncio.sleep(0)  # a reply ready at once rides with this acknowledgement
+        await self._write_replies(index_writes)
+
+    async def _write_replies(self, index_writes: list[tuple[Key, Value]]) -> None:
+        """Write waiting replies into free slots (by the last ``rep_ack`` read), then the
+        indexes and the heartbeat in one request after the slots."""
+        slot_writes = self._place_replies(self._rep_ack)
+        if slot_writes:
+            await self.transport.write(slot_writes)
+            assert self._rep_pos is not None
+            index_writes.append((header("rep_write"), self._rep_pos))
+        now = time.monotonic()
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.timing.heartbeat_period_s
+            if not self._heartbeat_held:
+                self._ctl_heartbeat = (self._ctl_heartbeat + 1) & 0xFFFF
+                index_writes.append((header("ctl_heartbeat"), self._ctl_heartbeat))
+        if index_writes:
+            await self.transport.write(index_writes)
+
+    # --- the telegram ring -------------------------------------------------------------------
+
+    async def _take_telegrams(
+        self, tel_write: int, received: float, prefetched: list[Value]
+    ) -> bool:
+        assert self._tel_pos is not None
+        n = self.layout.ring_size
+        waiting = u32_diff(tel_write, self._tel_pos)
+        if waiting == 0:
+            return False
+        if waiting < 0:
+            raise LinkDownError(
+                f"PLC telegram writer index went back from {self._tel_pos} to {tel_write}"
+            )
+        if waiting > n:
+            lost = waiting - n
+            message = f"PLC overwrote {lost} unacknowledged telegram slot(s)"
+            log.error("line %s: %s", self.line, message)
+            if self.alarms is not None:
+                self.alarms.alarm(f"{self.line}/telegrams-lost", message, active=True)
+            self._tel_pos = u32_add(tel_write, -n)
+        positions = [
+            u32_add(self._tel_pos, k + 1) for k in range(u32_diff(tel_write, self._tel_pos))
+        ]
+        width = len(self.layout.telegram_keys(0))
+        while positions and len(prefetched) >= width:
+            values, prefetched = prefetched[:width], prefetched[width:]
+            seq = values[0]
+            last = self.checker.guard.last
+            if not isinstance(seq, int) or (last is not None and seq <= last):
+                break  # maybe read before the PLC wrote it: read it again below
+            self._deliver(values, received)
+            positions.pop(0)
+        step = self.timing.slots_per_read
+        for start in range(0, len(positions), step):
+            chunk = positions[start : start + step]
+            keys = [k for p in chunk for k in self.layout.telegram_keys(self.layout.slot(p))]
+            values = await self.transport.read(keys)
+            for i in range(len(chunk)):
+                self._deliver(values[i * width : (i + 1) * width], received)
+        self._tel_pos = tel_write
+        return True
+
+    def _deliver(self, values: list[Value], received: float) -> None:
+        seq, kind, tracking_id, scan_ms, lane, status, barcode = values
+        assert isinstance(barcode, bytes)
+        raw = RawTelegram(
+            _int(seq),
+            _int(kind),
+            _int(tracking_id),
+            _int(scan_ms),
+            _int(lane),
+            _int(status),
+            barcode,
+        )
+        scan_time = received
+        if raw.kind == TelegramKind.DESTINATION_REQUEST:
+            scan_time = self.mapper.to_controller(raw.scan_ms, received)
+        telegram = self.checker.admit(raw, scan_time)
+        if telegram is not None:
+            self._queue.put_nowait(telegram)
+
+    # --- the reply ring ----------------------------------------------------------------------
+
+    def _place_replies(self, rep_ack: int) -> list[tuple[Key, Value]]:
+        assert self._rep_pos is not None
+        self._forget_acked(rep_ack)
+        free = self.layout.ring_size - u32_diff(self._rep_pos, rep_ack)
+        writes: list[tuple[Key, Value]] = []
+        while free > 0 and self._pending:
+            reply = self._pending.popleft()
+            self._rep_pos = u32_add(self._rep_pos, 1)
+            values = (self._rep_pos, reply.tracking_id, reply.lane, int(reply.reason))
+            self._unacked[self._rep_pos] = values
+            writes += self._reply_slot(self._rep_pos, values)
+            free -= 1
+        return writes
+
+    def _reply_slot(
+        self, position: int, values: tuple[int, int, int, int]
+    ) -> list[tuple[Key, Value]]:
+        keys = self.layout.reply_keys(self.layout.slot(position))
+        return list(zip(keys, values, strict=True))
+
+    def _forget_acked(self, rep_ack: int) -> None:
+        for position in [p for p in self._unacked if u32_diff(p, rep_ack) <= 0]:
+            del self._unacked[position]
+
+    # --- header: heartbeat, flags, line state, lanes -----------------------------------------
+
+    def _observe(self, h: dict[str, Value]) -> None:
+        now = time.monotonic()
+        beat = _u(h, "plc_heartbeat")
+        if beat != self._plc_heartbeat:
+            self._plc_heartbeat = beat
+            self._plc_heartbeat_at = now
+            if not self.plc_heartbeat_ok and self.alarms is not None:
+                self.alarms.alarm(
+                    f"{self.line}/plc-heartbeat", "PLC heartbeat running", active=False
+                )
+            self.plc_heartbeat_ok = True
+        elif (
+            self.plc_heartbeat_ok and now - self._plc_heartbeat_at > self.timing.heartbeat_timeout_s
+        ):
+            self.plc_heartbeat_ok = False
+            message = (
+                f"PLC heartbeat stalled at {beat} for more than "
+                f"{self.timing.heartbeat_timeout_s} s: the PLC program may have stopped"
+            )
+            log.warning("line %s: %s", self.line, message)
+            if self.alarms is not None:
+                self.alarms.alarm(f"{self.line}/plc-heartbeat", message, active=True)
+        state = _u(h, "line_state")
+        try:
+            self.line_state = PackMLState(state)
+        except ValueError:
+            self.line_state = PackMLState.UNDEFINED
+        flags = PlcFlags(_u(h, "plc_flags") & sum(PlcFlags))
+        changed = flags ^ self.plc_flags
+        self.plc_flags = flags
+        for flag, (name, message) in _FLAG_ALARMS.items():
+            if changed & flag and self.alarms is not None:
+                active = bool(flags & flag)
+                self.alarms.alarm(
+                    f"{self.line}/{name}",
+                    message if active else f"cleared: {message}",
+                    active=active,
+                )
+        if "lane.0.id" not in h:
+            return
+        lanes: dict[int, LaneStatus] = {}
+        for j in range(self.layout.lane_slots):
+            lane, status = _u(h, f"lane.{j}.id", raw=True), _u(h, f"lane.{j}.status", raw=True)
+            if lane == 0:
+                continue
+            try:
+                lanes[lane] = LaneStatus(status)
+            except ValueError:
+                log.error(
+                    "line %s: lane %d status word is %d, expected 0..2; treating it as blocked",
+                    self.line,
+                    lane,
+                    status,
+                )
+                lanes[lane] = LaneStatus.BLOCKED
+        self._lanes = lanes
+
+
+def _u(h: dict[str, Value], name: str, raw: bool = False) -> int:
+    value = h[name if raw else f"header.0.{name}"]
+    return _int(value)
+
+
+def _int(value: Value) -> int:
+    if not isinstance(value, int):
+        raise LinkDownError(f"PLC returned {value!r} where a number was expected")
+    return value

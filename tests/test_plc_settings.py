@@ -1,0 +1,172 @@
+"""Sorter settings, the adapter factory and the ``plc-emulator`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+import yaml
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from controller.clock import MonotonicClock
+from controller.domain import DestinationReply, DestinationRequest
+from controller.reasons import Reason
+from plc_adapters.cli import load_emulator_site, plc_emulator
+from plc_adapters.modbus_wire import ModbusTransport
+from plc_adapters.opcua_wire import OpcUaTransport
+from plc_adapters.settings import (
+    ModbusSorter,
+    OpcUaSorter,
+    SettingsError,
+    build_sorter,
+    build_wire_sorter,
+)
+from plc_adapters.wire_sorter import WireSorter
+from tests.plc.rigs import wait_for
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "plc" / "site-wire.yaml"
+
+
+def test_opcua_settings_build_an_opcua_adapter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_PLC_PASSWORD", "s3cret")
+    settings = OpcUaSorter.model_validate(
+        {
+            "type": "opcua",
+            "endpoint": "opc.tcp://plc-l1.example:4840",
+            "username": "sorter",
+            "password_env": "TEST_PLC_PASSWORD",
+            "object_name": "Sorter1",
+            "link": {"ring_size": 32},
+        }
+    )
+    sorter = build_sorter("L1", settings, MonotonicClock())
+    assert isinstance(sorter, WireSorter)
+    assert isinstance(sorter.transport, OpcUaTransport)
+    assert sorter.transport.credentials is not None
+    assert sorter.transport.credentials.password == "s3cret"
+    assert sorter.transport.line == "Sorter1"
+    assert sorter.layout.ring_size == 32
+
+
+def test_modbus_settings_build_a_modbus_adapter() -> None:
+    settings = ModbusSorter(type="modbus", host="10.0.0.7", port=502, unit_id=3, timeout_s=0.1)
+    sorter = build_wire_sorter("L2", settings, MonotonicClock())
+    assert isinstance(sorter.transport, ModbusTransport)
+    assert (sorter.transport.unit, sorter.transport.timeout_s) == (3, 0.1)
+    assert sorter.timing.poll_s == settings.poll_s
+
+
+def test_missing_password_variable_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+    settings = OpcUaSorter(
+        type="opcua",
+        endpoint="opc.tcp://h:4840",
+        username="u",
+        password_env="NOT_SET_ANYWHERE",
+    )
+    with pytest.raises(SettingsError, match="'NOT_SET_ANYWHERE' is not set"):
+        build_sorter("L1", settings, MonotonicClock())
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"type": "opcua", "endpoint": "http://h:4840"}, "should match pattern"),
+        ({"type": "opcua", "endpoint": "opc.tcp://h:1", "username": "u"}, "needs password_env"),
+        ({"type": "opcua", "endpoint": "opc.tcp://h:1", "colour": "red"}, "Extra inputs"),
+        (
+            {"type": "modbus", "host": "h", "register_base": 65000},
+            "register map ends at 67065, beyond 65535",
+        ),
+        (
+            {"type": "modbus", "host": "h", "link": {"heartbeat_timeout_s": 0.3}},
+            "must be at least twice heartbeat_period_s",
+        ),
+    ],
+)
+def test_bad_settings_are_refused_with_a_reason(raw: dict[str, object], message: str) -> None:
+    model = OpcUaSorter if raw["type"] == "opcua" else ModbusSorter
+    with pytest.raises(ValidationError, match=message):
+        model.model_validate(raw)
+
+
+def test_example_site_file_has_one_line_per_protocol() -> None:
+    site, sorters = load_emulator_site(EXAMPLE)
+    assert [line.id for line in site.lines] == ["L1", "L2"]
+    assert isinstance(sorters["L1"], OpcUaSorter)
+    assert isinstance(sorters["L2"], ModbusSorter)
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    app.command()(plc_emulator)
+    return app
+
+
+def test_emulator_command_reports_bad_sorter_blocks_without_a_traceback(tmp_path: Path) -> None:
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    raw["lines"][1]["sorter"]["unit_id"] = 999
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(_app(), ["--protocol", "modbus", str(site)])
+    assert result.exit_code == 2
+    assert "lines.1.sorter.unit_id" in result.output
+    assert "Traceback" not in result.output
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_emulator_command_serves_a_controller(tmp_path: Path) -> None:
+    """The command in its own process, moving parcels; the real adapter connects and replies."""
+    port = _free_port()
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    raw["lines"][1]["sorter"]["port"] = port
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump(raw))
+    code = (
+        "import typer, sys; from plc_adapters.cli import plc_emulator; "
+        "app = typer.Typer(); app.command()(plc_emulator); app()"
+    )
+    log = (tmp_path / "emulator.log").open("wb")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, "--protocol", "modbus", str(site),
+        "--parcels-per-h", "36000", "--duration", "40",
+        stdout=asyncio.subprocess.DEVNULL, stderr=log,
+    )  # fmt: skip
+    _, sorters = load_emulator_site(site)
+    adapter = build_wire_sorter("L2", sorters["L2"], MonotonicClock())
+    got: list[DestinationRequest] = []
+
+    async def serve() -> None:
+        async for telegram in adapter.telegrams():
+            if isinstance(telegram, DestinationRequest):
+                got.append(telegram)
+                reply = DestinationReply("L2", telegram.tracking_id, 2, Reason.RISK_RED)
+                await adapter.reply(reply)
+
+    task = asyncio.create_task(serve())
+    try:
+        await wait_for(
+            lambda: len(got) >= 5 or process.returncode is not None,
+            "five destination requests from the emulator",
+        )
+        assert process.returncode is None, (tmp_path / "emulator.log").read_text()
+        assert all(t.barcode.startswith("CG") and t.fault == "" for t in got)
+        assert adapter.connected
+    finally:
+        task.cancel()
+        await adapter.aclose()
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        await process.wait()
+        log.close()
