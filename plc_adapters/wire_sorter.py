@@ -183,6 +183,8 @@ class WireSorter:
         while not self._closing:
             try:
                 await self.transport.connect(self._signal)
+                if self._closing:
+                    break
                 await self._resync()
                 self._link_up()
                 delay = self.timing.backoff_initial_s
@@ -299,7 +301,7 @@ class WireSorter:
         """Full cycles at the poll interval or when the PLC signals; in between, replies are
         written as soon as they are handed over, without reading the header first."""
         next_poll = 0.0
-        while True:
+        while not self._closing:  # also ends the loop if a library swallowed our cancellation
             now = time.monotonic()
             if not self._wake.is_set():
                 timeout = max(0.0, min(next_poll, self._next_heartbeat) - now)
