@@ -7,7 +7,9 @@ tests depend on thread timing; the real journal, risk feeds and sorters have the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import gc
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from controller.clock import ManualClock
@@ -99,3 +101,32 @@ class ScriptedReview:
         self.requests.append(request)
         await self.clock.sleep_until(self.clock.now() + self.delay_s)
         return self.outcomes.get(request.hawb, ReviewOutcome.INSPECT)
+
+
+async def max_loop_lag(work: Callable[[], Awaitable[object]], tick_s: float = 0.005) -> float:
+    """Run ``work`` while a ticker measures how late the event loop wakes it (seconds).
+
+    The cyclic garbage collector is paused meanwhile: a full collection stalls every thread
+    for tens of milliseconds whatever the journal does, and is not what is measured here.
+    """
+    worst = 0.0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal worst
+        while not done.is_set():
+            before = time.perf_counter()
+            await asyncio.sleep(tick_s)
+            worst = max(worst, time.perf_counter() - before - tick_s)
+
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    task = asyncio.create_task(ticker())
+    try:
+        await work()
+    finally:
+        done.set()
+        await task
+        if gc_was_enabled:
+            gc.enable()
+    return worst

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import math
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import MappingProxyType
 
@@ -19,6 +17,7 @@ from controller.reasons import Reason
 from controller.store.journal import JournalClosedError, JournalError, SqliteJournal
 from controller.store.read import count_entries, read_entries
 from controller.store.sqlite import sqlite_engine
+from tests.support import max_loop_lag
 
 SITE = "HUB1"
 
@@ -47,35 +46,6 @@ def count_in_other_connection(path: Path, tracking_id: int) -> int:
         return int(row[0])
     finally:
         conn.close()
-
-
-async def max_loop_lag(work: Callable[[], Awaitable[object]], tick_s: float = 0.005) -> float:
-    """Run ``work`` while a ticker measures how late the event loop wakes it (seconds).
-
-    The cyclic garbage collector is paused meanwhile: a full collection stalls every thread
-    for tens of milliseconds whatever the journal does, and is not what is measured here.
-    """
-    worst = 0.0
-    done = asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal worst
-        while not done.is_set():
-            before = time.perf_counter()
-            await asyncio.sleep(tick_s)
-            worst = max(worst, time.perf_counter() - before - tick_s)
-
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    task = asyncio.create_task(ticker())
-    try:
-        await work()
-    finally:
-        done.set()
-        await task
-        if gc_was_enabled:
-            gc.enable()
-    return worst
 
 
 async def test_concurrent_writes_all_land_with_contiguous_seq(tmp_path: Path) -> None:
