@@ -27,12 +27,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports  # the layering contracts in pyproject.toml [tool.importlinter]
 
 bench: $(STAMP)
 	$(BIN)/python bench/decision_path.py
 	$(BIN)/python bench/inference.py
 	$(BIN)/python bench/model_eval.py
 	$(BIN)/python bench/plc_roundtrip.py
+	$(BIN)/python bench/recovery.py
 	$(BIN)/python bench/twin_speed.py
 
 clean:

@@ -25,10 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from controller.clock import MonotonicClock
-from controller.config import SiteConfig, parse_config
-from controller.core import Controller
-from controller.domain import (
+from controller.app.site import SiteConfig, parse_config
+from controller.core.clock import MonotonicClock
+from controller.core.domain import (
     DestinationReply,
     DivertStatus,
     JournalEntry,
@@ -37,7 +36,8 @@ from controller.domain import (
     XrayResult,
     XrayStatus,
 )
-from controller.ports import Journal
+from controller.core.ports import Journal
+from controller.lines import Controller
 from controller.risk import RiskBook
 from controller.store.journal import SqliteJournal
 from plc_adapters.inprocess import InProcessSorter

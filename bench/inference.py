@@ -31,11 +31,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from controller.core.ports import ScanImage  # noqa: E402
 from controller.inference.preprocess import preprocess  # noqa: E402
 from controller.inference.service import OnnxXrayService  # noqa: E402
 from controller.inference.session import ModelSession  # noqa: E402
 from controller.inference.settings import OnnxXray  # noqa: E402
-from controller.ports import ScanImage  # noqa: E402
 
 CLASSES = ["firearm", "blade", "lithium_battery", "liquid_container", "narcotics_organic"]
 

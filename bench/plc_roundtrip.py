@@ -34,10 +34,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.clock import MonotonicClock
-from controller.config import Line
-from controller.domain import DestinationReply, DestinationRequest
-from controller.reasons import Reason
+from controller.core.clock import MonotonicClock
+from controller.core.domain import DestinationReply, DestinationRequest
+from controller.core.reasons import Reason
+from controller.core.settings import Line
 from plc_adapters.emulator import EmulatedPlc
 from plc_adapters.layout import Layout
 from plc_adapters.modbus_wire import ModbusServerImage

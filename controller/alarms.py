@@ -2,18 +2,23 @@
 
 Adapters report conditions as often as they see them; :class:`Alarms` turns that into
 log-once-per-outage: a start record, a clear record, both journalled, with the active set
-kept for the dashboard.
+kept for the dashboard and for operators to acknowledge. Journal writes run off the caller's
+path as tasks; leaving ``async with`` (or :meth:`Alarms.aclose`) awaits them, so a shutdown
+never drops an alarm row that was already raised.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
 
-from controller.domain import EntryKind, JournalEntry
-from controller.ports import Journal
+from controller.core.domain import EntryKind, JournalEntry
+from controller.core.ports import Journal
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +28,13 @@ class ActiveAlarm:
     source: str
     message: str
     since: float
+    acknowledged_by: str = ""
+    comment: str = ""
 
 
 class Alarms:
-    """Implements :class:`controller.ports.AlarmSink`; journals each transition off the loop."""
+    """Implements :class:`controller.core.ports.AlarmSink` (and the controller's alarm board:
+    ``active`` and ``acknowledge``); journals each change off the loop."""
 
     def __init__(self, journal: Journal | None, now: Callable[[], float]) -> None:
         self._journal = journal
@@ -57,4 +65,41 @@ class Alarms:
             )
             task = asyncio.get_running_loop().create_task(self._journal.write([entry]))
             self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            task.add_done_callback(self._settled)
+
+    def acknowledge(self, source: str, user: str, comment: str) -> None:
+        """Mark the active alarm ``source`` as seen by ``user`` (the controller journals the
+        operator's command before calling this); it stays active until its condition clears."""
+        alarm = self.active.get(source)
+        if alarm is not None:
+            self.active[source] = dataclasses.replace(alarm, acknowledged_by=user, comment=comment)
+
+    @property
+    def pending(self) -> int:
+        """Alarm rows handed to the journal and not yet durable."""
+        return len(self._pending)
+
+    async def drain(self) -> None:
+        """Wait until every alarm row raised so far is written (or its write failed)."""
+        while self._pending:
+            await asyncio.wait(set(self._pending))
+
+    async def aclose(self) -> None:
+        """Stop: await the pending journal writes (bound it with a timeout if you must)."""
+        await self.drain()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _settled(self, task: asyncio.Task[None]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("alarm row not journalled: %r", task.exception())

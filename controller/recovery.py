@@ -1,58 +1,89 @@
-"""Rebuild the parcels still open from the journal, so that a restart loses none.
+"""Take back the parcels still open and the holds still active, so that a restart loses none.
 
-The journal holds every state change, so the last state of each parcel is known. Parcels
-that were on the belt or at inspection when the controller stopped come back with that
-state; a parcel whose decision was in flight comes back as *defaulted* — the PLC applied its
-default lane — and its confirmation then closes it as usual.
+The journal writer keeps both in two small tables beside the journal, updated in the same
+transaction as the rows that change them (:mod:`controller.store.openset`), so recovery reads
+a few thousand rows instead of folding a day of journal. Parcels that were on the belt or at
+inspection come back in their last state; one whose decision was in flight comes back
+*scanned*, and the line controller records it as defaulted (the PLC applied its default lane).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
 
-from controller.lifecycle import Parcel, ParcelState
+import sqlalchemy as sa
 
-_OPEN = {s for s in ParcelState if not s.terminal}
+from controller.core.lifecycle import Parcel
+from controller.store import migrate
+from controller.store.openset import ActiveHold, OpenParcel
+from controller.store.read import open_engine, read_open_set
+
+__all__ = ["ActiveHold", "Recovered", "recover"]
 
 
-def open_parcels(rows: Iterable[Mapping[str, Any]], now: float, wall_now: datetime) -> list[Parcel]:
-    """Parcels whose last journalled state is not terminal, in journal order.
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """What a restarting controller takes back from its journal.
 
-    ``rows`` are journal rows in ``seq`` order; ``now``/``wall_now`` are the controller clock
-    and UTC wall time at recovery, used to carry each parcel's arrival onto the new clock.
+    ``parcels`` are in the order they opened, with ``arrived_at`` on the new clock;
+    ``beyond_horizon`` counts open parcels that arrived before the recovery horizon and are
+    left out (the caller should log or alarm them: they need a person, not the sorter).
     """
-    on_belt: dict[tuple[str, int], Parcel] = {}
-    at_inspection: dict[tuple[str, str], list[Parcel]] = {}
-    for row in rows:
-        to = row["state_to"]
-        if to not in ParcelState._value2member_map_:
-            continue  # alarms and entries without a state change
-        state = ParcelState(to)
-        key = (row["line"], row["tracking_id"])
-        if state is ParcelState.SCANNED and not row["state_from"]:
-            data = row["data"] or {}
-            arrived = float(data.get("arrived_at", row["ts"]))
-            elapsed = (wall_now - row["wall_time"]).total_seconds() + (row["ts"] - arrived)
-            on_belt[key] = Parcel(row["line"], row["tracking_id"], row["hawb"], now - elapsed)
-            on_belt[key].state = state
-            continue
-        if row["state_from"] == ParcelState.IN_INSPECTION.value:
-            waiting = at_inspection.get((row["line"], row["hawb"]), [])
-            if waiting:
-                waiting.pop(0)
-            continue
-        parcel = on_belt.get(key)
-        if parcel is None:
-            continue
-        if state is ParcelState.SCANNED:
-            parcel.laps += 1
-        parcel.state = state
-        if state is ParcelState.IN_INSPECTION:
-            del on_belt[key]
-            at_inspection.setdefault((row["line"], row["hawb"]), []).append(parcel)
-        elif state.terminal:
-            del on_belt[key]
-    survivors = [*on_belt.values(), *(p for ps in at_inspection.values() for p in ps)]
-    return [p for p in survivors if p.state in _OPEN]
+
+    parcels: list[Parcel]
+    holds: list[ActiveHold]
+    beyond_horizon: int
+
+
+def recover(
+    source: str | Path | sa.Engine,
+    site: str,
+    now: float,
+    wall_now: datetime,
+    horizon_h: float,
+) -> Recovered:
+    """Open parcels and active holds of ``site`` from the journal at ``source`` (a Path to
+    the file, a ``sqlite:///`` URL or an engine). Blocking: run it in a worker thread.
+
+    ``now``/``wall_now`` are the controller clock and the aware UTC wall time at recovery:
+    each arrival is carried onto the new clock as ``now - (wall_now - arrived).seconds``.
+    Reads only the open-parcel and hold tables; the journal must be at the newest schema
+    (start :class:`controller.store.journal.SqliteJournal` on it first, which migrates).
+    """
+    if horizon_h <= 0:
+        raise ValueError(f"horizon_h must be > 0, got {horizon_h}")
+    if wall_now.tzinfo is None:
+        raise ValueError(f"wall_now must be timezone-aware, got {wall_now!r}")
+    engine, owned = open_engine(source)
+    try:
+        revision, head = migrate.current_revision(engine), migrate.head_revision()
+        if revision != head:
+            raise RuntimeError(
+                f"journal schema is at revision {revision}, recovery needs {head}: "
+                "open the journal (which migrates it) before recovering"
+            )
+        rows, holds = read_open_set(engine, site)
+    finally:
+        if owned:
+            engine.dispose()
+    oldest = wall_now - timedelta(hours=horizon_h)
+    kept = [row for row in rows if row.arrived_wall >= oldest]
+    return Recovered(
+        parcels=[_parcel(row, now, wall_now) for row in kept],
+        holds=holds,
+        beyond_horizon=len(rows) - len(kept),
+    )
+
+
+def _parcel(row: OpenParcel, now: float, wall_now: datetime) -> Parcel:
+    arrived_at = now - (wall_now - row.arrived_wall).total_seconds()
+    return Parcel(
+        line=row.line,
+        tracking_id=row.tracking_id,
+        hawb=row.hawb,
+        arrived_at=arrived_at,
+        state=row.state,
+        laps=row.laps,
+    )

@@ -1,1 +1,1 @@
-"""Sorter adapters: each implements `controller.ports.SorterPort` for one kind of PLC link."""
+"""Sorter adapters: each implements `controller.core.ports.SorterPort` for one kind of PLC link."""

@@ -22,10 +22,11 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from controller.clock import Clock, MonotonicClock
-from controller.config import ConfigError, Line, SiteConfig, load_config
-from controller.domain import DivertStatus
-from controller.terminal import console, errors, print_problems, setup_logging
+from controller.app.site import SiteConfig, load_config
+from controller.app.terminal import console, errors, print_problems, setup_logging
+from controller.core.clock import Clock, MonotonicClock
+from controller.core.domain import DivertStatus
+from controller.core.settings import ConfigError, Line
 from plc_adapters.certs import make_certificate
 from plc_adapters.emulator import EmulatedPlc, PlcTiming
 from plc_adapters.modbus_wire import ModbusServerImage

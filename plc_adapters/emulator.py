@@ -4,8 +4,13 @@
 cycle over the shared layout that publishes telegrams from a backlog into the telegram ring
 (raising *mailbox full* when the controller falls behind), consumes the reply ring, counts its
 heartbeat, watches the controller's, and keeps per-parcel tracking so that at divert time
-:meth:`EmulatedPlc.lane_for` says where the parcel goes: the reply's lane if it arrived in time
-and the controller heartbeat is alive, the default lane otherwise, or *lane full*.
+:meth:`EmulatedPlc.lane_for` says where the parcel goes. What a PLC does with a reply (credited
+only if it arrived by the parcel's decision point; safe state; lane full; lap limit; lost
+tracking) is not written here but in :mod:`plc_adapters.rulebook`, which the twin's plant
+applies too.
+
+Only replies the PLC credits reach ``on_reply`` (the plant acts on those alone, as a real
+sorter would); ``on_reply_taken`` sees every reply read from the ring.
 
 It implements :class:`plc_adapters.plant_side.PlantSide`, so the stand-in plant, the SimPy twin
 and the tests drive it exactly like the in-process sorter. The server (an
@@ -25,14 +30,10 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from controller.clock import Clock
-from controller.domain import (
-    DestinationReply,
-    DivertStatus,
-    LaneKind,
-    LaneStatus,
-)
-from controller.reasons import Reason
+from controller.core.clock import Clock
+from controller.core.domain import DestinationReply, DivertStatus, LaneStatus
+from controller.core.reasons import Reason
+from plc_adapters import rulebook
 from plc_adapters.layout import (
     LAYOUT_VERSION,
     Key,
@@ -51,8 +52,8 @@ from plc_adapters.plant_side import ReplyHandler
 from plc_adapters.shutdown import bounded, cancel_and_wait
 from plc_adapters.telegrams import RawTelegram
 
-if TYPE_CHECKING:  # controller.config may import this package's settings: no cycle
-    from controller.config import Line
+if TYPE_CHECKING:  # controller.app.site may import this package's settings: no cycle
+    from controller.core.settings import Line
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,17 @@ class ServerImage(Protocol):
 
 @dataclass(slots=True)
 class Tracked:
-    """A parcel the PLC is tracking between its scan and its divert."""
+    """A parcel the PLC is tracking between its scan and its divert.
+
+    ``deadline`` is its decision point; ``reply`` the last reply credited to it (arrived by
+    then), taken at ``replied_at``; ``laps`` how often it has recirculated so far."""
 
     scan_time: float
     deadline: float
+    laps: int = 0
     reply: DestinationReply | None = None
     replied_at: float | None = None
+    lost: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +123,10 @@ class EmulatedPlc:
         self.clock = clock
         self.timing = timing or PlcTiming()
         self.on_reply = on_reply
-        self.default_lane = line.lanes_of(LaneKind.EXCEPTION)[0].id
+        """Called for every reply the PLC credits to a parcel it tracks (section 5, item 3)."""
+        self.on_reply_taken: ReplyHandler | None = None
+        """Called for every reply read from the ring, credited or not (observers, tests)."""
+        self.default_lane = rulebook.default_lane(line)
         self._lane_ids = {lane.id for lane in line.lanes}
         self.mem: dict[Key, Value] = {f.key: zero(f.type) for f in layout}
         self._owners = {f.key: f.owner for f in layout}
@@ -126,6 +135,7 @@ class EmulatedPlc:
         self._backlog: deque[RawTelegram] = deque()
         self._sent: OrderedDict[int, RawTelegram] = OrderedDict()
         self.tracked: OrderedDict[int, Tracked] = OrderedDict()
+        self._laps: OrderedDict[int, int] = OrderedDict()  # recirculating: laps so far
         self._lanes: dict[int, LaneStatus] = {}
         self._wake = asyncio.Event()
         self._scan_task: asyncio.Task[None] | None = None
@@ -135,6 +145,7 @@ class EmulatedPlc:
         self.replies_received = 0
         self.replies_late = 0
         self.replies_invalid = 0
+        self.replies_unmatched = 0
         self.telegrams_dropped = 0
         self._ctl_beat: Value = 0
         self._ctl_beat_at = time.monotonic()
@@ -156,8 +167,8 @@ class EmulatedPlc:
     def request(self, tracking_id: int, barcode: str, scan_time: float) -> int:
         """A parcel left the scan tunnel; start tracking it and queue its destination request."""
         seq = next(self._seq)
-        window = self.config.belt.decision_window_s
-        self.tracked[tracking_id] = Tracked(scan_time, scan_time + window)
+        deadline = rulebook.decision_point(scan_time, self.config.belt.decision_window_s)
+        self.tracked[tracking_id] = Tracked(scan_time, deadline, self._laps.pop(tracking_id, 0))
         self.tracked.move_to_end(tracking_id)
         while len(self.tracked) > 100_000:
             self.tracked.popitem(last=False)
@@ -195,28 +206,41 @@ class EmulatedPlc:
             self._set(("lane", row, "id"), lane)
         self._set(("lane", row, "status"), int(status))
 
-    def lane_for(self, tracking_id: int) -> tuple[int, DivertStatus]:
-        """Where the parcel goes at its divert, decided now, and the status to confirm with.
-
-        The reply's lane if it arrived by the parcel's deadline (scan time + decision window,
-        on the plant clock) and the controller heartbeat is alive: ``DIVERTED``, or
-        ``LANE_FULL`` when that lane is full or blocked (the parcel recirculates). Otherwise
-        the default lane (the line's first exception lane) with ``DEFAULTED``. Forgets the
-        parcel's tracking entry: a recirculated parcel is requested again on its next lap.
+    def lane_for(self, tracking_id: int, missed: bool = False) -> tuple[int, DivertStatus]:
+        """Where the parcel goes at its divert, decided now, and the status to confirm with:
+        :func:`plc_adapters.rulebook.disposition` over this PLC's state (the reply credited to
+        the parcel, the controller heartbeat, the lane table, the parcel's laps). ``missed``
+        says the parcel passed its divert point (the PLC's photo-eyes; a stand-in plant draws
+        it). Forgets the parcel's tracking entry: a recirculated parcel is requested again on
+        its next lap, and its lap count carries over to that request.
         """
         tracked = self.tracked.pop(tracking_id, None)
-        if self.safe_state or tracked is None or tracked.reply is None:
-            return self.default_lane, DivertStatus.DEFAULTED
-        assert tracked.replied_at is not None
-        if tracked.replied_at > tracked.deadline:
-            self.replies_late += 1
-            return self.default_lane, DivertStatus.DEFAULTED
-        lane = tracked.reply.lane
-        if lane not in self._lane_ids:
-            return self.default_lane, DivertStatus.DEFAULTED
-        if self._lanes.get(lane, LaneStatus.AVAILABLE) is not LaneStatus.AVAILABLE:
-            return lane, DivertStatus.LANE_FULL
-        return lane, DivertStatus.DIVERTED
+        reply = tracked.reply if tracked is not None else None
+        laps = tracked.laps if tracked is not None else 0
+        lane, status = rulebook.disposition(
+            reply.lane if reply is not None else None,
+            self.default_lane,
+            self._lane_ids,
+            self._lanes,
+            lap_limit=self.config.lap_limit,
+            heartbeat_alive=not self.safe_state,
+            laps=laps,
+            missed=missed,
+            tracking_lost=tracked is not None and tracked.lost,
+        )
+        if rulebook.recirculates(status):
+            self._laps[tracking_id] = laps + 1
+            while len(self._laps) > 100_000:
+                self._laps.popitem(last=False)
+        return lane, status
+
+    def lose_tracking(self, tracking_id: int) -> None:
+        """The PLC loses track of the parcel (a jam, a photo-eye fault): at its divert it goes
+        to the default lane and is confirmed with ``LOST_TRACKING`` (section 5, item 5)."""
+        tracked = self.tracked.get(tracking_id)
+        if tracked is None:
+            tracked = self.tracked[tracking_id] = Tracked(math.nan, math.nan)
+        tracked.lost = True
 
     # --- commissioning and test hooks --------------------------------------------------------
 
@@ -332,7 +356,9 @@ class EmulatedPlc:
             if self.safe_state:
                 log.info("line %s: controller heartbeat back; leaving the safe state", self.line)
             self.safe_state = False
-        elif not self.safe_state and now - self._ctl_beat_at > self.timing.heartbeat_timeout_s:
+        elif not self.safe_state and rulebook.heartbeat_lost(
+            now, self._ctl_beat_at, self.timing.heartbeat_timeout_s
+        ):
             log.warning(
                 "line %s: controller heartbeat stalled for %.1f s; safe state: default lane %d",
                 self.line,
@@ -389,9 +415,23 @@ class EmulatedPlc:
                 lane,
                 self.default_lane,
             )
+        if self.on_reply_taken is not None:
+            self.on_reply_taken(reply)
         tracked = self.tracked.get(tracking_id)
-        if tracked is not None:
-            tracked.reply, tracked.replied_at = reply, now
+        if tracked is None:  # never requested, or long gone: nothing to apply it to
+            self.replies_unmatched += 1
+            log.debug("line %s: reply for untracked id %d ignored", self.line, tracking_id)
+            return
+        if not rulebook.reply_credited(now, tracked.deadline):
+            self.replies_late += 1  # a real PLC ignores it: the default lane stands
+            log.debug(
+                "line %s: reply for tracking id %d came %.3f s after its decision point; ignored",
+                self.line,
+                tracking_id,
+                now - tracked.deadline,
+            )
+            return
+        tracked.reply, tracked.replied_at = reply, now
         if self.on_reply is not None:
             self.on_reply(reply)
 

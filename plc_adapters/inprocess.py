@@ -1,36 +1,59 @@
 """The sorter contract played inside one process: no wire, same semantics.
 
-The controller holds the :class:`controller.ports.SorterPort` side; the plant side (the demo's
+The controller holds the :class:`controller.core.ports.SorterPort` side; the plant side (the demo's
 stand-in plant, the digital twin, tests) pushes destination requests and divert confirmations
 and receives replies. Sequence numbers are assigned here as a PLC would, and a telegram
 is delivered exactly once, in order. Telegrams pass the same checks as over a wire
 (:class:`plc_adapters.telegrams.TelegramChecker`), so :meth:`InProcessSorter.inject` can play
 duplicates and malformed telegrams for the adapter contract tests.
+
+There is no PLC program here. Given a ``clock`` and the line's ``decision_window_s``, the
+sorter applies the PLC's reply rule from :mod:`plc_adapters.rulebook` (a reply counts only if
+it arrives by the parcel's decision point) before handing a reply to the plant; without them it
+hands over every reply and the plant applies the rulebook itself on its own clock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 from collections.abc import AsyncIterator, Mapping
 
-from controller.domain import DestinationReply, DivertStatus, LaneStatus, Telegram
-from controller.ports import AlarmSink
+from controller.core.clock import Clock
+from controller.core.domain import DestinationReply, DivertStatus, LaneStatus, Telegram
+from controller.core.ports import AlarmSink
+from plc_adapters import rulebook
 from plc_adapters.layout import TelegramKind
 from plc_adapters.plant_side import ReplyHandler
 from plc_adapters.telegrams import RawTelegram, TelegramChecker
 
 
 class InProcessSorter:
-    """One sorter line. ``on_reply`` is called for every reply, on the event loop."""
+    """One sorter line. ``on_reply`` is called for every reply the sorter credits (every reply
+    unless ``clock`` and ``decision_window_s`` are given), on the event loop; without a
+    handler, credited replies are kept in ``replies``."""
 
     def __init__(
-        self, line: str, on_reply: ReplyHandler | None = None, alarms: AlarmSink | None = None
+        self,
+        line: str,
+        on_reply: ReplyHandler | None = None,
+        alarms: AlarmSink | None = None,
+        *,
+        clock: Clock | None = None,
+        decision_window_s: float | None = None,
     ) -> None:
+        if (clock is None) != (decision_window_s is None):
+            raise ValueError("give both clock and decision_window_s, or neither")
         self.line = line
         self.on_reply = on_reply
         self.checker = TelegramChecker(line, alarms)
         self.replies: list[DestinationReply] = []
+        self.replies_ignored = 0
+        """Replies not credited: late, or for a parcel never requested."""
+        self.clock = clock
+        self.decision_window_s = decision_window_s
+        self._deadlines: dict[int, float] = {}  # tracking id -> decision point (with a clock)
         self._queue: asyncio.Queue[Telegram | None] = asyncio.Queue()
         self._seq = itertools.count(1)
         self._lanes: dict[int, LaneStatus] = {}
@@ -42,6 +65,11 @@ class InProcessSorter:
             yield telegram
 
     async def reply(self, reply: DestinationReply) -> None:
+        if self.clock is not None:
+            deadline = self._deadlines.get(reply.tracking_id, math.nan)
+            if not rulebook.reply_credited(self.clock.now(), deadline):
+                self.replies_ignored += 1  # as a PLC would: ignored, the default lane stands
+                return
         if self.on_reply is not None:
             self.on_reply(reply)
         else:
@@ -55,6 +83,12 @@ class InProcessSorter:
     def request(self, tracking_id: int, barcode: str, scan_time: float) -> int:
         """A parcel left the scan tunnel; returns the telegram's sequence number."""
         seq = next(self._seq)
+        if self.decision_window_s is not None:
+            deadlines = self._deadlines
+            deadlines.pop(tracking_id, None)  # keep insertion order = scan order
+            deadlines[tracking_id] = rulebook.decision_point(scan_time, self.decision_window_s)
+            if len(deadlines) > 100_000:
+                del deadlines[next(iter(deadlines))]
         encoded = barcode.encode("utf-8")  # non-ASCII is flagged, as on a wire
         kind = TelegramKind.DESTINATION_REQUEST
         self.inject(RawTelegram(seq, kind, tracking_id, barcode=encoded), scan_time)

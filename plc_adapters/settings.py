@@ -1,25 +1,25 @@
-"""Settings for the OPC UA and Modbus TCP sorter adapters, and the factory that builds them.
+"""Settings for the OPC UA and Modbus TCP sorter adapters (pydantic only: no asyncua, no pymodbus).
 
 A line's ``sorter`` block in the site file selects one by ``type``. The same block tells the
 PLC emulator (``cargogate plc-emulator``) where to listen, so one site file drives both ends.
-Passwords never sit in the site file: name an environment variable or a file instead.
+Passwords never sit in the site file: name an environment variable or a file instead. The
+adapters are built by :mod:`plc_adapters.factory` (which loads the protocol libraries) and
+registered in :mod:`plc_adapters.registration`.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import warnings
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
-from controller.clock import Clock
-from controller.ports import AlarmSink, SorterPort
 from plc_adapters.layout import Layout
-from plc_adapters.modbus_wire import ModbusTransport
-from plc_adapters.opcua_wire import Credentials, OpcUaTransport, Security
-from plc_adapters.wire_sorter import LinkTiming, WireSorter
+from plc_adapters.wire_sorter import LinkTiming
 
 OPCUA_PREFETCH_SLOTS = 4
 """Telegram slots an OPC UA read takes along with the header (one round trip saved)."""
@@ -173,59 +173,14 @@ def host_port(endpoint: str) -> tuple[str, int]:
     return url.hostname, url.port
 
 
-def build_sorter(
-    line_id: str,
-    settings: OpcUaSorter | ModbusSorter,
-    clock: Clock,
-    alarms: AlarmSink | None = None,
-) -> SorterPort:
-    """The controller-side sorter adapter for one line (a :class:`WireSorter`).
-
-    It connects when the core first iterates its telegrams and reconnects by itself.
-    """
-    return build_wire_sorter(line_id, settings, clock, alarms)
+_MOVED = {"build_sorter": "plc_adapters.factory", "build_wire_sorter": "plc_adapters.factory"}
 
 
-def build_wire_sorter(
-    line_id: str,
-    settings: OpcUaSorter | ModbusSorter,
-    clock: Clock,
-    alarms: AlarmSink | None = None,
-) -> WireSorter:
-    """As :func:`build_sorter`, typed as the adapter (for its extra status and controls)."""
-    layout = settings.link.layout()
-    if isinstance(settings, ModbusSorter):
-        modbus = ModbusTransport(
-            settings.host,
-            settings.port,
-            settings.unit_id,
-            layout,
-            settings.register_base,
-            settings.timeout_s,
-            settings.retries,
-        )
-        link = timing(settings.link, settings.poll_s)
-        return WireSorter(line_id, modbus, layout, clock, alarms, link)
-    host_port(settings.endpoint)
-    security = None
-    if settings.security is not None:
-        s = settings.security
-        security = Security(s.certificate, s.private_key, s.server_certificate, s.application_uri)
-    password = settings.password()
-    credentials = (
-        Credentials(settings.username, password)
-        if settings.username is not None and password is not None
-        else None
-    )
-    opcua = OpcUaTransport(
-        settings.endpoint,
-        settings.namespace_uri,
-        settings.object_name or line_id,
-        layout,
-        settings.timeout_s,
-        settings.publishing_interval_ms,
-        security,
-        credentials,
-    )
-    link = timing(settings.link, settings.poll_s, OPCUA_PREFETCH_SLOTS)
-    return WireSorter(line_id, opcua, layout, clock, alarms, link)
+def __getattr__(name: str) -> Any:
+    """Deprecated names that moved to :mod:`plc_adapters.factory` (it loads asyncua and
+    pymodbus, which this module must not); remove once no caller imports them from here."""
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(f"import {name} from {module}, not {__name__}", DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(module), name)

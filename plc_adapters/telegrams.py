@@ -15,8 +15,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from enum import Enum
 
-from controller.domain import DestinationRequest, DivertConfirmation, DivertStatus, Telegram
-from controller.ports import AlarmSink
+from controller.core.domain import DestinationRequest, DivertConfirmation, DivertStatus, Telegram
+from controller.core.ports import AlarmSink
 from plc_adapters.layout import BARCODE_BYTES, TelegramKind
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The controller's side of the sorter contract over any wire protocol.
 
-:class:`WireSorter` implements :class:`controller.ports.SorterPort` on top of a
+:class:`WireSorter` implements :class:`controller.core.ports.SorterPort` on top of a
 :class:`plc_adapters.transport.Transport` (OPC UA or Modbus TCP). It is the only owner of its
 connection: one supervisor task connects, resynchronises both rings, then runs the cycle
 (read header → read new telegram slots → acknowledge → write replies → heartbeat) until the
@@ -19,9 +19,10 @@ from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
-from controller.clock import Clock
-from controller.domain import DestinationReply, LaneStatus, Telegram
-from controller.ports import AlarmSink
+from controller.core.clock import Clock
+from controller.core.domain import DestinationReply, LaneStatus, Telegram
+from controller.core.link import LinkState
+from controller.core.ports import AlarmSink
 from plc_adapters.layout import (
     LAYOUT_VERSION,
     Key,
@@ -149,6 +150,17 @@ class WireSorter:
 
     def lane_status(self) -> Mapping[int, LaneStatus]:
         return self._lanes
+
+    @property
+    def link_state(self) -> LinkState:
+        """Connecting until the first link is up; up, or degraded while the PLC heartbeat is
+        stalled or the PLC is in its safe state; down while reconnecting and once closed."""
+        if self.connected:
+            impaired = not self.plc_heartbeat_ok or PlcFlags.SAFE_STATE in self.plc_flags
+            return LinkState.DEGRADED if impaired else LinkState.UP
+        if self.connects == 0 and not self._link_alarm and not self._closing:
+            return LinkState.CONNECTING
+        return LinkState.DOWN
 
     # --- lifecycle ---------------------------------------------------------------------------
 

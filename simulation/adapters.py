@@ -3,9 +3,9 @@
 :class:`PlantSideLink` plays the PLC side of every line through
 :class:`plc_adapters.plant_side.PlantSide` only, so the in-process sorter and the OPC UA and
 Modbus PLC emulations are interchangeable under it. :class:`TwinXray` and :class:`TwinReview`
-are the scanner and the review room as :class:`controller.ports.XrayPort` and
-:class:`controller.ports.ReviewQueue`; :class:`RecordingJournal` keeps entries in memory.
-All of them wait on whatever :class:`controller.clock.Clock` the controller uses.
+are the scanner and the review room as :class:`controller.core.ports.XrayPort` and
+:class:`controller.core.ports.ReviewQueue`; :class:`RecordingJournal` keeps entries in memory.
+All of them wait on whatever :class:`controller.core.clock.Clock` the controller uses.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 
-from controller.clock import Clock
-from controller.domain import (
+from controller.core.clock import Clock
+from controller.core.commands import CommandResult, RecordInspection
+from controller.core.domain import (
     DestinationReply,
     DivertStatus,
     InspectionOutcome,
@@ -24,13 +25,31 @@ from controller.domain import (
     XrayResult,
     XrayStatus,
 )
-from controller.ports import ReviewRequest
+from controller.core.ports import OperatorCommands, ReviewRequest
 from controller.risk import RiskBook
 from plc_adapters.plant_side import PlantSide
 from simulation.plant import Item, Plant
 
 InspectionSink = Callable[[str, InspectionOutcome], object]
-"""Where an officer's inspection result goes (the controller's ``record_inspection``)."""
+"""Where an officer's inspection result goes (:class:`InspectionStations`)."""
+
+
+class InspectionStations:
+    """The twin's inspection officers as users of the command port: each result they record
+    is a :class:`RecordInspection` command, journalled before it closes the parcel."""
+
+    def __init__(self, commands: OperatorCommands | None = None, user: str = "twin-station"):
+        self.commands = commands
+        self.user = user
+        self._pending: set[asyncio.Task[CommandResult]] = set()
+
+    def __call__(self, hawb: str, outcome: InspectionOutcome) -> None:
+        if self.commands is None:
+            return
+        command = RecordInspection(user=self.user, hawb=hawb, outcome=outcome)
+        task = asyncio.get_running_loop().create_task(self.commands.execute(command))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
 
 class PlantSideLink:

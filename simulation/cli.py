@@ -1,7 +1,8 @@
 """Typer-ready commands of the twin: ``simulate``, ``sweep`` and ``replay``.
 
-Mount them on the main app with ``app.command()(simulate)`` and so on. A scenario with errors
-prints every problem with its path and value and exits with code 2, never a traceback.
+Registered in :mod:`simulation.registration`, so ``cargogate`` loads this module (and SimPy,
+matplotlib, Dask) only when one of them runs. A scenario with errors prints every problem
+with its path and value and exits with code 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,10 +14,16 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from controller.config import ConfigError
-from controller.terminal import console, errors, print_problems
-from simulation.run import TwinRun
+from controller.app.terminal import console, errors, print_problems
+from controller.core.settings import ConfigError
+from simulation.kpis import compute_kpis
+from simulation.offline import run_full
+from simulation.replay import read_recording, recorded_summary
+from simulation.replay import replay as run_replay
+from simulation.report import write_report
+from simulation.run import TwinRun, run_fast, stop_time_s
 from simulation.scenario import ScenarioBundle, load_scenario
+from simulation.sweep import grid, run_sweep, write_sweep
 
 FIDELITIES = ("fast", "full")
 
@@ -31,9 +38,6 @@ def load_or_exit(path: Path, **overrides: Any) -> ScenarioBundle:
 
 def run_with_progress(bundle: ScenarioBundle, fidelity: str) -> TwinRun:
     """Run with a rich progress bar over simulated hours."""
-    from simulation.offline import run_full
-    from simulation.run import run_fast, stop_time_s
-
     total_h = stop_time_s(bundle) / 3600
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -90,8 +94,6 @@ def simulate(
 ) -> None:
     """Run the digital twin on a scenario and write a report folder: kpis.json, parcels.csv,
     PNG plots and report.html (one self-contained page)."""
-    from simulation.report import write_report
-
     if fidelity not in FIDELITIES:
         errors.print(f"--fidelity: expected one of {', '.join(FIDELITIES)}, got {fidelity!r}")
         raise typer.Exit(code=2)
@@ -188,8 +190,6 @@ def sweep(
     """Run a grid of scenario variants in parallel on Dask with the scenario's fixed seed, and
     plot the trade-offs: share within the target vs officers, threats intercepted vs
     inspection rate."""
-    from simulation.sweep import grid, run_sweep, write_sweep
-
     base = load_or_exit(scenario, allow_overload=True)
     points = grid(
         [int(v) for v in _floats(officers, "officers")],
@@ -266,11 +266,6 @@ def replay(
 ) -> None:
     """Replay a recorded shift from the audit journal through the twin, as recorded and with
     what-if changes (officers, stations, thresholds), and compare them."""
-    from simulation.kpis import compute_kpis
-    from simulation.replay import read_recording, recorded_summary
-    from simulation.replay import replay as run_replay
-    from simulation.report import write_report
-
     if not journal.is_file():
         errors.print(f"journal: no such file {journal}")
         raise typer.Exit(code=2)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from controller.lifecycle import ParcelState
+from controller.core.lifecycle import ParcelState
 from simulation.plant import RECORD_FIELDS
 from simulation.run import TwinRun
 
@@ -188,7 +188,7 @@ def compute_kpis(run: TwinRun) -> dict[str, Any]:
 
 
 def _policy_version(run: TwinRun) -> str:
-    from controller.policy import DecisionPolicy
+    from controller.core.policy import DecisionPolicy
 
     return DecisionPolicy(run.bundle.site.policy).version
 

@@ -18,18 +18,24 @@ from typing import Any
 
 import simpy
 
-from controller.core import Controller
-from controller.ports import Journal
+from controller.core.ports import Journal
+from controller.lines import Controller
 from controller.risk import RiskBook
 from plc_adapters.inprocess import InProcessSorter
-from simulation.adapters import PlantSideLink, RecordingJournal, TwinReview, TwinXray
+from simulation.adapters import (
+    InspectionStations,
+    PlantSideLink,
+    RecordingJournal,
+    TwinReview,
+    TwinXray,
+)
 from simulation.plant import Plant
 from simulation.run import CountingEnvironment, Progress, TwinRun, stop_time_s
 from simulation.scenario import ScenarioBundle
 
 
 class SimClock:
-    """Implements :class:`controller.clock.Clock` on a SimPy environment's time.
+    """Implements :class:`controller.core.clock.Clock` on a SimPy environment's time.
 
     ``sleep_until`` schedules a SimPy timeout that wakes the sleeper; a cancelled sleeper
     leaves a harmless timeout behind.
@@ -127,10 +133,8 @@ def build_coupled(
     site, scenario = bundle.site, bundle.scenario
     sorters = {line.id: InProcessSorter(line.id) for line in site.lines}
     book = RiskBook()
-    controller_ref: list[Controller] = []
-    link = PlantSideLink(
-        sorters, lambda hawb, outcome: controller_ref[0].record_inspection(hawb, outcome), book
-    )
+    stations = InspectionStations()
+    link = PlantSideLink(sorters, stations, book)
     plant = Plant(env, scenario, site, link)
     controller = Controller(
         site,
@@ -141,7 +145,7 @@ def build_coupled(
         clock,
         review=TwinReview(plant),
     )
-    controller_ref.append(controller)
+    stations.commands = controller
     return plant, controller, sorters
 
 

@@ -3,9 +3,11 @@ inspection stations and release, for every line of one site.
 
 The plant never decides where a parcel goes. At the scan tunnel it hands the parcel to a
 :class:`ControlLink` (the real controller through its ports, or the real policy on the fast
-path) and at the divert point it applies whatever reply arrived in time, or the PLC's default
-lane. What physically happened to each parcel is recorded here, independently of the
-controller's view, so tests can compare the two.
+path) and at the divert point it does what a sorter PLC does with the reply, by the rules in
+:mod:`plc_adapters.rulebook` (the same functions the PLC emulator applies): a reply counts only
+if it arrived by the parcel's decision point, else the PLC's default lane stands. What
+physically happened to each parcel is recorded here, independently of the controller's view,
+so tests can compare the two.
 
 Hot paths use SimPy events with callbacks rather than generator processes: a day of 480,000
 parcels has to fit in a few million events.
@@ -23,9 +25,16 @@ from typing import Any, Protocol, cast
 import numpy as np
 import simpy
 
-from controller.config import Line, SiteConfig
-from controller.domain import DivertStatus, InspectionOutcome, LaneKind, LaneStatus, ReviewOutcome
-from controller.lifecycle import ParcelState
+from controller.core.domain import (
+    DivertStatus,
+    InspectionOutcome,
+    LaneKind,
+    LaneStatus,
+    ReviewOutcome,
+)
+from controller.core.lifecycle import ParcelState
+from controller.core.settings import Line, SiteCore
+from plc_adapters.rulebook import at_divert, decision_point, default_lane, reply_credited, steer
 from simulation.scenario import LaneFull, LateXray, NoReadBurst, Scenario
 from simulation.truth import (
     LineArrivals,
@@ -37,12 +46,7 @@ from simulation.truth import (
 
 _INSPECTION, _RELEASE = LaneKind.INSPECTION, LaneKind.RELEASE
 _FULL, _AVAILABLE = LaneStatus.FULL, LaneStatus.AVAILABLE
-_DIVERTED, _MISSED, _LANE_FULL, _DEFAULTED = (
-    DivertStatus.DIVERTED,
-    DivertStatus.MISSED,
-    DivertStatus.LANE_FULL,
-    DivertStatus.DEFAULTED,
-)
+_DIVERTED, _DEFAULTED = DivertStatus.DIVERTED, DivertStatus.DEFAULTED
 
 
 @dataclass(slots=True)
@@ -58,6 +62,7 @@ class Item:
     read_fault: str = ""
     xray_latency_s: float = 0.0
     reply_lane: int | None = None
+    """Lane of the reply credited to this lap (arrived by the decision point), if any."""
     reasons: str = ""
     reviewed: str = ""
     lane: int | None = None
@@ -309,7 +314,7 @@ class Plant:
         self,
         env: simpy.Environment,
         scenario: Scenario,
-        site: SiteConfig,
+        site: SiteCore,
         link: ControlLink,
         specs: dict[str, Iterator[ParcelSpec]] | None = None,
         arrivals: list[LineArrivals] | None = None,
@@ -335,9 +340,7 @@ class Plant:
                     line.id, lane.id, lane.kind, buffer, 3600.0 / lane.capacity_per_h, t0=self.t0
                 )
             self.lanes[line.id] = lanes
-        self.default_lane = {
-            line.id: line.lanes_of(LaneKind.EXCEPTION)[0].id for line in site.lines
-        }
+        self.default_lane = {line.id: default_lane(line) for line in site.lines}
         self.review = ReviewRoom(env, scenario, random.Random(f"{scenario.seed}/review"))
         self.hall = InspectionHall(self, scenario, random.Random(f"{scenario.seed}/inspection"))
         if arrivals is None:
@@ -381,6 +384,7 @@ class Plant:
         self.to_divert_s = {
             line.id: line.belt.scan_to_divert_m / line.belt.speed_m_s for line in site.lines
         }
+        self.window_s = {line.id: line.belt.decision_window_s for line in site.lines}
 
     # --- start ---------------------------------------------------------------------------
 
@@ -455,25 +459,23 @@ class Plant:
         event.callbacks.append(self._divert)
 
     def _divert(self, event: simpy.Event) -> None:
+        """The parcel reaches its divert: the PLC's rules (:mod:`plc_adapters.rulebook`) over
+        the reply credited to it, its laps and the lane's physical state. The plant's PLC has
+        no controller heartbeat to lose (over a wire, the emulated PLC watches it)."""
         item = cast(Item, event.value)
-        now = self.env.now
         line = self.lines[item.spec.line]
         lanes = self.lanes[line.id]
-        lane_id = item.reply_lane
-        if lane_id is None or lane_id not in lanes:
-            lane = lanes[self.default_lane[line.id]]
-            self._into(item, lane, _DEFAULTED)
+        lane_id = steer(item.reply_lane, lanes, True, item.laps, line.lap_limit)
+        if lane_id is None:
+            self._into(item, lanes[self.default_lane[line.id]], _DEFAULTED)
             return
         lane = lanes[lane_id]
-        overflow = item.laps > line.lap_limit + 2  # the PLC's own safety: stop circling
-        if overflow:
-            self._into(item, lanes[self.default_lane[line.id]], _DEFAULTED)
-        elif self.rng.random() < self.missed_rate:
-            self._recirculate(item, lane_id, _MISSED, line)
-        elif lane.status(now) is _FULL:
-            self._recirculate(item, lane_id, _LANE_FULL, line)
+        missed = self.rng.random() < self.missed_rate  # drawn only for a steered parcel
+        status = at_divert(missed, lane.status(self.env.now))
+        if status is _DIVERTED:
+            self._into(item, lane, status)
         else:
-            self._into(item, lane, _DIVERTED)
+            self._recirculate(item, lane_id, status, line)
 
     def _recirculate(self, item: Item, lane: int, status: DivertStatus, line: Line) -> None:
         item.laps += 1
@@ -506,9 +508,17 @@ class Plant:
         self._close(item, _AFTER_INSPECTION[outcome])
 
     def reply(self, line: str, tracking_id: int, lane: int, reasons: str = "") -> None:
-        """A destination reply arrived from the controller (applied at the divert point)."""
+        """A destination reply arrived from the controller (applied at the divert point).
+
+        Credited, as by a PLC, only if it arrived by the parcel's decision point on the plant's
+        clock (:func:`plc_adapters.rulebook.reply_credited`); a later one is ignored and the
+        default lane stands. In the virtual plant, SimPy's clock stands still between events
+        and so trails the live clock; there the PLC emulators (and an in-process sorter given
+        a clock) judge each reply on the live clock before it gets here."""
         item = self.on_plant.get((line, tracking_id))
-        if item is not None:
+        if item is not None and reply_credited(
+            self.env.now, decision_point(item.scan_s, self.window_s[line])
+        ):
             item.reply_lane = lane
             if reasons:
                 item.reasons = reasons

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from controller.config import ConfigError
-from controller.domain import RiskChannel, RiskResult
+from controller.core.domain import RiskChannel, RiskResult
+from controller.core.settings import ConfigError
 from controller.store.read import read_entries
 from simulation.run import TwinRun, run_fast
 from simulation.scenario import ScenarioBundle
@@ -96,7 +96,8 @@ def read_recording(journal: Path, site: str | None = None) -> Recording:
             xray = data.get("xray") or {}
             if xray.get("status") == "ok":
                 parcel.scores = {str(k): float(v) for k, v in (xray.get("scores") or {}).items()}
-        elif kind == "inspection_result":
+        elif row["state_from"] == "in_inspection" and row["state_to"]:
+            # an officer's inspection outcome (a command; "inspection_result" in older files)
             parcel.outcome = str(data.get("outcome", ""))
     parcels.sort(key=lambda p: p.arrived_at)
     return Recording(sites.pop() if sites else (site or ""), parcels, len(rows))

@@ -4,7 +4,7 @@ A scenario names a site file (the same file the controller reads, so belt geomet
 are never copied) and adds what only a simulation needs: arrivals, induction limits, scan
 tunnel rates, staffing, ground-truth rates, the detector model and injected faults. Unknown
 keys are refused; every problem is reported with its path and value in
-:class:`controller.config.ConfigError` style.
+:class:`controller.app.site.ConfigError` style.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from pydantic import (
     model_validator,
 )
 
-from controller.config import ConfigError, Policy, SiteConfig, load_config
-from controller.domain import LaneKind
+from controller.app.site import SiteConfig, load_config
+from controller.core.domain import LaneKind
+from controller.core.settings import ConfigError, Policy
 from simulation.distributions import Duration, Exponential, Uniform
 
 

@@ -1,36 +1,28 @@
 """Site-file settings for running the twin as the plant of a live controller (demos, rigs).
 
-``TwinPlant`` goes in the site file's ``plant`` section (beside the stand-in's settings); the
-composition root builds :class:`TwinSitePlant` from it (a drop-in for the stand-in plant), or
-calls :func:`virtual_plant_from_settings` for the plant and its in-process sorters alone.
-This module imports only pydantic at load time, so ``controller.config`` can import the model
-without an import cycle.
+``TwinPlant`` is the site file's ``plant`` section; ``InProcessSorterSettings``,
+``PlantXray`` and ``PlantReview`` are the sorter, X-ray and review types the twin plays
+(``type: inprocess`` / ``plant``). Pydantic only: :mod:`simulation.site_plant` builds them
+(loading SimPy and numpy) and :mod:`simulation.registration` registers them, so the
+controller reaches the twin only through the adapter registry.
 """
 
 from __future__ import annotations
 
+import importlib
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
-if TYPE_CHECKING:
-    from controller.clock import Clock
-    from controller.config import SiteConfig
-    from controller.core import Controller
-    from controller.domain import InspectionOutcome, ReviewOutcome, XrayResult
-    from controller.ports import ReviewRequest
-    from controller.risk import RiskBook
-    from plc_adapters.inprocess import InProcessSorter
-    from simulation.adapters import InspectionSink
-    from simulation.scanner import ImageBank, ImagePush
-    from simulation.virtual import VirtualPlant
 
-
-class TwinPlant(BaseModel):
-    """The digital twin plays the plant: sorters, scanner, review room and inspection."""
-
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TwinPlant(_Strict):
+    """The digital twin plays the plant: sorters, scanner, review room and inspection."""
 
     type: Literal["twin"] = "twin"
     scenario: Path
@@ -45,82 +37,32 @@ class TwinPlant(BaseModel):
     0: no images (``xray: {type: plant}`` takes the detector model's scores instead)."""
 
 
-def virtual_plant_from_settings(
-    settings: TwinPlant,
-    site: SiteConfig,
-    clock: Clock,
-    inspection_sink: InspectionSink,
-    book: RiskBook | None = None,
-) -> tuple[VirtualPlant, dict[str, InProcessSorter]]:
-    """The virtual plant over one in-process sorter per line of ``site``.
+class InProcessSorterSettings(_Strict):
+    """The sorter is played in this process by the plant (the twin): no PLC, no wire."""
 
-    The site given here replaces the one the scenario names, so the controller and the plant
-    share one site. Raises ConfigError (path, value, problem) for a scenario that does not fit.
-    """
-    from controller.config import ConfigError
-    from plc_adapters.inprocess import InProcessSorter
-    from simulation.scenario import ScenarioBundle, cross_check, load_scenario
-    from simulation.virtual import VirtualPlant
-
-    bundle = load_scenario(settings.scenario, allow_overload=True)
-    problems = cross_check(bundle.scenario, site)
-    if problems:
-        raise ConfigError(str(settings.scenario), problems)
-    bundle = ScenarioBundle(scenario=bundle.scenario, site=site, source=bundle.source)
-    sorters = {line.id: InProcessSorter(line.id) for line in site.lines}
-    return VirtualPlant(bundle, sorters, clock, inspection_sink, book), sorters
+    type: Literal["inprocess"] = "inprocess"
 
 
-class TwinSitePlant:
-    """The twin with the same surface as the demo's stand-in plant, for the composition root:
-    ``sorters`` (the controller's sorter ports), ``attach(controller)``, the X-ray and review
-    ports (``analyse``, ``review``), live counts, and ``run(duration_s)``, which ends the
-    sorters' telegram streams when the plant stops."""
+class PlantXray(_Strict):
+    """X-ray scores come from the plant model's detector (the digital twin; demos)."""
 
-    def __init__(self, settings: TwinPlant, site: SiteConfig, clock: Clock, book: RiskBook):
-        self.settings = settings
-        self._controller: Controller | None = None
-        self.plant, self.sorters = virtual_plant_from_settings(
-            settings, site, clock, self._inspected, book
-        )
+    type: Literal["plant"]
 
-    def attach(self, controller: Controller) -> None:
-        """Inspection results go to the controller, as officers' terminals would send them."""
-        self._controller = controller
 
-    def _inspected(self, hawb: str, outcome: InspectionOutcome) -> None:
-        if self._controller is not None:
-            self._controller.record_inspection(hawb, outcome)
+class PlantReview(_Strict):
+    """The plant model's officers review on screen (the digital twin; demos)."""
 
-    def send_images(self, bank: ImageBank, push: ImagePush) -> None:
-        """Hand each parcel's image from ``bank`` to ``push`` at scan time."""
-        self.plant.link.scanner = lambda item: push(
-            bank.image_for(item.spec.contraband), item.spec.hawb, item.tracking_id
-        )
+    type: Literal["plant"]
 
-    async def analyse(self, line: str, tracking_id: int, hawb: str) -> XrayResult:
-        return await self.plant.xray.analyse(line, tracking_id, hawb)
 
-    async def review(self, request: ReviewRequest) -> ReviewOutcome:
-        return await self.plant.review.review(request)
+_MOVED = ("TwinSitePlant", "virtual_plant_from_settings")
 
-    @property
-    def inducted(self) -> int:
-        return self.plant.inducted
 
-    @property
-    def threats_inducted(self) -> int:
-        return self.plant.threats_inducted
-
-    @property
-    def threats_released(self) -> int:
-        return self.plant.threats_released
-
-    async def run(self, duration_s: float | None = None) -> None:
-        """Play the plant for ``duration_s`` plant seconds (default: the scenario's horizon
-        plus drain), then close every sorter's telegram stream."""
-        try:
-            await self.plant.run(tick_s=self.settings.tick_s, until_s=duration_s)
-        finally:
-            for sorter in self.sorters.values():
-                sorter.close()
+def __getattr__(name: str) -> Any:
+    """Deprecated names that moved to :mod:`simulation.site_plant` (it loads SimPy and numpy,
+    which this module must not); remove once no caller imports them from here."""
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = "simulation.site_plant"
+    warnings.warn(f"import {name} from {module}, not {__name__}", DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(module), name)

@@ -82,7 +82,7 @@ def grid(
 
 def run_point(scenario: str, point: GridPoint, hours: float | None = None) -> dict[str, Any]:
     """Run one grid point on the fast path and summarise it (runs on a Dask worker)."""
-    from controller.config import ConfigError
+    from controller.core.settings import ConfigError
     from simulation.kpis import compute_kpis
     from simulation.run import run_fast
     from simulation.scenario import load_scenario

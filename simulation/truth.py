@@ -14,8 +14,8 @@ from statistics import NormalDist
 
 import numpy as np
 
-from controller.config import SiteConfig
-from controller.domain import RiskChannel, RiskResult
+from controller.core.domain import RiskChannel, RiskResult
+from controller.core.settings import SiteCore
 from simulation.scenario import Scenario
 
 CHUNK = 4096
@@ -49,7 +49,7 @@ class LineArrivals:
     sources: np.ndarray
 
 
-def arrival_schedule(scenario: Scenario, site: SiteConfig) -> tuple[list[LineArrivals], list[str]]:
+def arrival_schedule(scenario: Scenario, site: SiteCore) -> tuple[list[LineArrivals], list[str]]:
     """Arrival times per line for every flight and steady stream before the horizon, and
     the source names."""
     rng = np.random.default_rng([scenario.seed, 0])

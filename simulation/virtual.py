@@ -1,7 +1,7 @@
 """The virtual plant: the twin in scaled real time, playing the PLC side of each line.
 
 :class:`VirtualPlant` steps the SimPy environment from an asyncio task, paced by the same
-:class:`controller.clock.Clock` the controller runs on (a ``ScaledClock`` for N× real time),
+:class:`controller.core.clock.Clock` the controller runs on (a ``ScaledClock`` for N× real time),
 so the controller and its adapters run unchanged and unaware. It touches each sorter line only
 through :class:`plc_adapters.plant_side.PlantSide`: the in-process sorter, or the OPC UA and
 Modbus PLC emulations that serve the real wire protocols.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from controller.clock import Clock
+from controller.core.clock import Clock
 from controller.risk import RiskBook
 from plc_adapters.plant_side import PlantSide
 from simulation.adapters import InspectionSink, PlantSideLink, TwinReview, TwinXray

@@ -12,10 +12,10 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from controller.clock import ManualClock
-from controller.config import SiteConfig, parse_config
-from controller.domain import JournalEntry, ReviewOutcome, RiskResult, XrayResult, XrayStatus
-from controller.ports import ReviewRequest
+from controller.app.site import SiteConfig, parse_config
+from controller.core.clock import ManualClock
+from controller.core.domain import JournalEntry, ReviewOutcome, RiskResult, XrayResult, XrayStatus
+from controller.core.ports import ReviewRequest
 
 CLEAN = {
     "firearm": 0.01,

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from controller.alarms import Alarms
-from controller.domain import EntryKind
+from controller.core.domain import EntryKind
 from tests.support import MemoryJournal
 
 

@@ -9,7 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from controller import __version__
-from controller.cli import app
+from controller.app.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -105,3 +105,15 @@ def test_run_refuses_a_missing_model_with_a_clear_message(tmp_path: Path) -> Non
     out = " ".join(result.output.split())
     assert "cannot start" in out
     assert "missing.onnx" in out
+
+
+def test_plugin_commands_are_listed_and_run_through_the_registry() -> None:
+    listed = runner.invoke(app, ["--help"], terminal_width=200)
+    assert listed.exit_code == 0, listed.output
+    for name in ("run", "config", "simulate", "sweep", "replay", "plc-emulator", "model", "intake"):
+        assert f" {name} " in listed.output
+    emulator = runner.invoke(app, ["plc-emulator", "--help"], terminal_width=200)
+    assert emulator.exit_code == 0, emulator.output
+    assert "--protocol" in emulator.output
+    unknown = runner.invoke(app, ["simulat"])
+    assert unknown.exit_code == 2

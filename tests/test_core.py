@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from controller.clock import ManualClock
-from controller.config import SiteConfig
-from controller.core import Controller, LineController
-from controller.domain import (
+from controller.app.site import SiteConfig
+from controller.core.clock import ManualClock
+from controller.core.commands import RecordInspection
+from controller.core.domain import (
     DestinationReply,
     DivertStatus,
     EntryKind,
@@ -25,8 +25,9 @@ from controller.domain import (
     XrayResult,
     XrayStatus,
 )
-from controller.lifecycle import ParcelState
-from controller.reasons import Reason
+from controller.core.lifecycle import ParcelState
+from controller.core.reasons import Reason
+from controller.lines import Controller, LineController
 from plc_adapters.inprocess import InProcessSorter
 from plc_adapters.layout import TelegramKind
 from plc_adapters.telegrams import RawTelegram
@@ -107,7 +108,7 @@ async def test_clean_green_parcel_is_released_before_its_deadline() -> None:
 
         p.sorter.confirm(7, 1, DivertStatus.DIVERTED)
         await p.clock.advance(1)
-        assert p.controller.lines["L1"].on_belt == {}
+        assert p.controller.lines["L1"].tracker.on_belt == {}
         snap = p.controller.kpis.snapshot(p.clock.now())
         assert snap["buckets"] == {"<=150s": 1, "150-300s": 0, ">300s": 0}
         assert snap["share_within_target"] == 1.0
@@ -207,7 +208,7 @@ async def test_journal_failure_means_no_reply_and_the_plc_default_stands() -> No
         p.scan(5, "H1")
         await p.clock.advance(WINDOW + 1)
         assert p.replies == []
-        parcel = p.controller.lines["L1"].on_belt[5]
+        parcel = p.controller.lines["L1"].tracker.on_belt[5]
         assert parcel.state is ParcelState.DEFAULTED
         assert p.controller.kpis.deadline_misses == 1
         p.journal.fail = None
@@ -272,7 +273,7 @@ async def test_lane_full_recirculates_and_full_lanes_are_avoided() -> None:
         assert (reply.lane, reply.reason) == (9, Reason.LANE_UNAVAILABLE)
         p.sorter.confirm(1, 3, DivertStatus.LANE_FULL)
         await p.clock.advance(1)
-        assert p.controller.lines["L1"].on_belt[1].state is ParcelState.RECIRCULATING
+        assert p.controller.lines["L1"].tracker.on_belt[1].state is ParcelState.RECIRCULATING
 
 
 async def test_lost_tracking_ends_in_exception() -> None:
@@ -293,8 +294,9 @@ async def test_inspection_result_closes_the_parcel_and_stops_the_clock() -> None
         await p.clock.advance(WINDOW)
         p.sorter.confirm(1, 2, DivertStatus.DIVERTED)
         await p.clock.advance(200)
-        assert p.controller.record_inspection("R1", InspectionOutcome.CLEARED)
-        assert not p.controller.record_inspection("R1", InspectionOutcome.CLEARED)
+        cleared = RecordInspection(user="officer1", hawb="R1", outcome=InspectionOutcome.CLEARED)
+        assert (await p.controller.execute(cleared)).accepted
+        assert not (await p.controller.execute(cleared)).accepted
         await p.clock.advance(1)
         snap = p.controller.kpis.snapshot(p.clock.now())
         assert snap["buckets"]["150-300s"] == 1

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from controller.domain import EntryKind, JournalEntry
-from controller.reasons import Reason
+from controller.core.domain import EntryKind, JournalEntry
+from controller.core.reasons import Reason
 from controller.store.forwarder import JournalForwarder, target_name
 from controller.store.journal import SqliteJournal
 from controller.store.read import count_entries, read_entries, read_watermarks

@@ -15,9 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.clock import MonotonicClock
-from controller.core import Controller
-from controller.domain import DestinationReply, EntryKind, JournalEntry, RiskChannel, RiskResult
+from controller.core.clock import MonotonicClock
+from controller.core.domain import (
+    DestinationReply,
+    EntryKind,
+    JournalEntry,
+    RiskChannel,
+    RiskResult,
+)
+from controller.core.reasons import Reason
 from controller.inference.service import OnnxXrayService
 from controller.inference.settings import OnnxXray, build_onnx_xray
 from controller.intake.folder import FolderSource
@@ -28,7 +34,7 @@ from controller.intake.settings import (
     WatchFolderIntake,
     build_intake,
 )
-from controller.reasons import Reason
+from controller.lines import Controller
 from plc_adapters.inprocess import InProcessSorter
 from tests.imaging.images import parcel_image
 from tests.imaging.models import CLASSES, build_model

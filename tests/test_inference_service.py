@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from controller.alarms import Alarms
-from controller.domain import XrayStatus
+from controller.core.domain import XrayStatus
 from controller.inference.contract import ModelContractError, PolicyClassesError
 from controller.inference.preprocess import preprocess
 from controller.inference.service import OnnxXrayService, ServiceState
@@ -210,7 +210,7 @@ async def test_shipped_model_scores_a_generated_parcel(tmp_path: Path) -> None:
     if not shipped:
         pytest.skip("no model shipped in models/ yet")
     synth = pytest.importorskip("simulation.xray_synth", reason="the X-ray generator is absent")
-    from controller.config import Policy
+    from controller.core.settings import Policy
 
     for path in shipped:
         images = DictImages()

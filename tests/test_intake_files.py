@@ -16,6 +16,7 @@ import tifffile
 from PIL import Image
 
 from controller.alarms import Alarms
+from controller.core.ports import ScanImage
 from controller.intake.dicom import read_dicom_file
 from controller.intake.folder import DONE, FAILED, FolderSource, decode_image_file
 from controller.intake.matcher import ImageMatcher
@@ -29,7 +30,6 @@ from controller.intake.settings import (
     WatchFolderIntake,
     build_intake,
 )
-from controller.ports import ScanImage
 from tests.imaging.dicom import dicos_image, write_dicos
 from tests.imaging.images import parcel_image
 

@@ -7,11 +7,18 @@ from pathlib import Path
 import pytest
 import yaml
 from pydantic import ValidationError
+from typer.testing import CliRunner
 
+from controller.core.ports import ScanImage
+from controller.inference.cli import model_app
 from controller.inference.settings import OnnxXray
+from controller.intake.cli import intake_app
 from controller.intake.dicom_scp import DicomStorageScp
+from controller.intake.factory import build_intake
 from controller.intake.folder import FolderSource
-from controller.intake.settings import Intake, build_intake
+from controller.intake.quarantine import Quarantine
+from controller.intake.settings import Intake
+from tests.imaging.models import build_model
 
 EXAMPLE = Path(__file__).parents[1] / "config" / "site.example.yaml"
 
@@ -66,14 +73,6 @@ def test_source_names_must_be_unique() -> None:
 
 
 def test_cli_lists_quarantine_and_checks_a_model(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from controller.inference.cli import model_app
-    from controller.intake.cli import intake_app
-    from controller.intake.quarantine import Quarantine
-    from controller.ports import ScanImage
-    from tests.imaging.models import build_model
-
     Quarantine(tmp_path / "q").put(ScanImage("LOST1", None, "scp", 1.0, None, "no key"), "why")
     runner = CliRunner()
     listed = runner.invoke(intake_app, [str(tmp_path / "q")])

@@ -11,11 +11,11 @@ from types import MappingProxyType
 
 import pytest
 
-from controller.domain import EntryKind, JournalEntry, LaneKind
-from controller.ports import Journal
-from controller.reasons import Reason
+from controller.core.domain import EntryKind, JournalEntry, LaneKind
+from controller.core.ports import Journal
+from controller.core.reasons import Reason
 from controller.store.journal import JournalClosedError, JournalError, SqliteJournal
-from controller.store.read import count_entries, read_entries
+from controller.store.read import count_entries, read_entries, read_open_set
 from controller.store.sqlite import sqlite_engine
 from tests.support import max_loop_lag
 
@@ -240,6 +240,82 @@ async def test_failed_commit_reaches_every_writer_of_the_batch(tmp_path: Path) -
         await journal.write([entry(20)])
     rows = read_entries(path, site=SITE)
     assert [(r["seq"], r["tracking_id"]) for r in rows] == [(1, 1), (2, 20)]
+
+
+async def test_a_failed_commit_leaves_the_open_parcels_as_they_were(tmp_path: Path) -> None:
+    """The open-parcel and hold tables change in the journal's transaction or not at all."""
+    path = tmp_path / "journal.sqlite"
+
+    def transition(tracking_id: int, state_from: str, state_to: str, hawb: str) -> JournalEntry:
+        return JournalEntry(
+            ts=1.0,
+            kind=EntryKind.TRANSITION,
+            line="L1",
+            tracking_id=tracking_id,
+            hawb=hawb,
+            state_from=state_from,
+            state_to=state_to,
+        )
+
+    def scan(tracking_id: int, hawb: str = "H") -> JournalEntry:
+        return transition(tracking_id, "", "scanned", hawb)
+
+    hold = JournalEntry(
+        ts=1.0,
+        kind=EntryKind.COMMAND,
+        line="",
+        tracking_id=0,
+        hawb="H9",
+        data={"command": "hold", "user": "u", "reason": "r", "accepted": True},
+    )
+    async with SqliteJournal(path, SITE, group_commit_ms=50) as journal:
+        await journal.write([scan(1)])
+        other = sqlite3.connect(path)
+        other.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON journal WHEN NEW.hawb = 'POISON' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END"
+        )
+        other.commit()
+        other.close()
+        close_1 = transition(1, "scanned", "exception", "H")
+        async with asyncio.timeout(5):
+            results = await asyncio.gather(
+                journal.write([scan(2), close_1]),
+                journal.write([hold]),
+                journal.write([scan(3, hawb="POISON")]),
+                return_exceptions=True,
+            )
+        assert all(isinstance(r, JournalError) for r in results), results
+    parcels, holds = read_open_set(path, SITE)
+    assert [(p.tracking_id, p.state.value) for p in parcels] == [(1, "scanned")]
+    assert holds == []
+
+    # Now fail the same transaction after the open set was applied: the writer's
+    # in-memory mirror must not keep what was rolled back.
+    async with SqliteJournal(path, SITE, group_commit_ms=50) as journal:
+        other = sqlite3.connect(path)
+        other.execute("DROP TRIGGER refuse")
+        other.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON open_parcels WHEN NEW.hawb = 'POISON' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END"
+        )
+        other.commit()
+        async with asyncio.timeout(5):
+            results = await asyncio.gather(
+                journal.write([scan(2), close_1]),
+                journal.write([hold]),
+                journal.write([scan(3, hawb="POISON")]),
+                return_exceptions=True,
+            )
+        assert all(isinstance(r, JournalError) for r in results), results
+        other.execute("DROP TRIGGER refuse")
+        other.commit()
+        other.close()
+        await journal.write([scan(4)])
+    parcels, holds = read_open_set(path, SITE)
+    assert [(p.tracking_id, p.state.value) for p in parcels] == [(1, "scanned"), (4, "scanned")]
+    assert holds == []
+    assert [row["tracking_id"] for row in read_entries(path, site=SITE)] == [1, 4]
 
 
 async def test_dropped_table_surfaces_instead_of_hanging(tmp_path: Path) -> None:

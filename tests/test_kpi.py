@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from controller.kpi import Kpis
-from controller.reasons import Reason
+from controller.core.kpi import Kpis
+from controller.core.reasons import Reason
 
 
 def test_verdict_comes_at_clearance_or_when_the_target_passes() -> None:

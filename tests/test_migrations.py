@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,8 +15,15 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from controller.core.domain import EntryKind, JournalEntry
+from controller.core.lifecycle import ParcelState
+from controller.recovery import recover
 from controller.store import migrate
-from controller.store.schema import metadata
+from controller.store.journal import SqliteJournal
+from controller.store.read import read_open_set
+from controller.store.rows import entry_to_row
+from controller.store.schema import journal_table, metadata
+from tests.test_recovery import DECIDED, IN_INSPECTION, RECIRCULATING, SITE, Script, write
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,6 +43,18 @@ JOURNAL_COLUMNS = {
     "reasons",
     "policy_version",
     "data",
+}
+
+OPEN_PARCEL_COLUMNS = {
+    "site",
+    "opened_seq",
+    "line",
+    "tracking_id",
+    "hawb",
+    "state",
+    "laps",
+    "arrived_wall",
+    "updated_seq",
 }
 
 
@@ -62,11 +83,23 @@ def test_upgrade_creates_the_schema(db_url: str) -> None:
     assert migrate.current_revision(db_url) is None
     migrate.upgrade(db_url)
     tables, indexes, pk = inspect(db_url)
-    assert {"journal", "forward_state", "alembic_version"} <= set(tables)
+    assert {"journal", "forward_state", "open_parcels", "active_holds", "alembic_version"} <= set(
+        tables
+    )
     assert tables["journal"] == JOURNAL_COLUMNS
     assert tables["forward_state"] == {"target", "last_seq", "updated_at"}
+    assert tables["open_parcels"] == OPEN_PARCEL_COLUMNS
+    assert tables["active_holds"] == {
+        "site",
+        "hawb",
+        "placed_by",
+        "reason",
+        "placed_at",
+        "placed_seq",
+    }
     assert pk == ["site", "seq"]
     assert {"ix_journal_hawb", "ix_journal_line_tracking_id"} <= indexes["journal"]
+    assert "ix_open_parcels_site_line_tracking_id" in indexes["open_parcels"]
     assert migrate.current_revision(db_url) == migrate.head_revision()
 
 
@@ -103,7 +136,7 @@ def test_upgrade_needs_no_ini_file(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert not (tmp_path / "alembic.ini").exists()
     migrate.upgrade("sqlite:///relative/journal.sqlite")
     assert (tmp_path / "relative" / "journal.sqlite").is_file()
-    assert migrate.current_revision("sqlite:///relative/journal.sqlite") == "0001"
+    assert migrate.current_revision("sqlite:///relative/journal.sqlite") == migrate.head_revision()
 
 
 def test_migration_files_ship_with_the_package() -> None:
@@ -113,6 +146,7 @@ def test_migration_files_ship_with_the_package() -> None:
     assert (folder / "script.py.mako").is_file()
     assert (folder / "versions" / "__init__.py").is_file()
     assert (folder / "versions" / "0001_initial.py").is_file()
+    assert (folder / "versions" / "0002_open_parcels_and_holds.py").is_file()
 
 
 @pytest.mark.postgres
@@ -150,3 +184,106 @@ def test_processes_upgrading_one_postgres_database_take_turns(pg_url: str) -> No
     finally:
         engine.dispose()
     assert migrate.current_revision(pg_url) == migrate.head_revision()
+
+
+# --- 0002: open_parcels and active_holds, backfilled from the journal -------------------------
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def write_the_old_way(url: str, entries: list[JournalEntry], site: str = SITE) -> None:
+    """Rows as the previous release's writer inserted them: journal rows and nothing else."""
+    wall = datetime.now(UTC)
+    rows = [
+        {**entry_to_row(e), "site": site, "seq": seq, "wall_time": wall}
+        for seq, e in enumerate(entries, start=1)
+    ]
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.insert(journal_table), rows)
+    finally:
+        engine.dispose()
+
+
+def scenario() -> Script:
+    """Open, closed, lapped and reused-id parcels, holds and lifts, accepted and refused."""
+    return (
+        Script()
+        .scan("L1", 1, "H1")
+        .move("L1", 1, "H1", ParcelState.SCANNED, DECIDED, RECIRCULATING)
+        .move("L1", 1, "H1", RECIRCULATING, ParcelState.SCANNED, DECIDED)
+        .scan("L1", 2, "H2")
+        .move("L1", 2, "H2", ParcelState.SCANNED, DECIDED, IN_INSPECTION)
+        .scan("L1", 2, "H3")
+        .move("L1", 2, "H3", ParcelState.SCANNED, DECIDED, ParcelState.RELEASED)
+        .scan("L2", 3, "H4")
+        .move("L2", 3, "H4", ParcelState.SCANNED, DECIDED)
+        .move("L2", 3, "H4", DECIDED, ParcelState.RELEASED, kind=EntryKind.ILLEGAL_TRANSITION)
+        .hold("H7", "alice", "x-ray anomaly")
+        .hold("H8", "alice", "papers")
+        .lift("H8", "bob", "papers arrived")
+        .hold("H9", "eve", "refused", accepted=False)
+    )
+
+
+def test_a_journal_of_the_previous_release_recovers_after_the_upgrade(tmp_path: Path) -> None:
+    old, new = tmp_path / "old.sqlite", tmp_path / "new.sqlite"
+    entries = scenario().entries
+    migrate.upgrade(f"sqlite:///{old}", "0001")
+    write_the_old_way(f"sqlite:///{old}", entries)
+    asyncio.run(write(new, entries, one_by_one=True))  # the same rows, written by this release
+
+    async def reopen() -> None:  # the journal migrates the file when it opens it
+        async with SqliteJournal(old, SITE):
+            pass
+
+    asyncio.run(reopen())
+    assert migrate.current_revision(f"sqlite:///{old}") == migrate.head_revision()
+    result = recover(old, SITE, 100.0, datetime.now(UTC), 24.0)
+    assert {(p.line, p.tracking_id, p.hawb): (p.state.value, p.laps) for p in result.parcels} == {
+        ("L1", 1, "H1"): ("decided", 1),
+        ("L1", 2, "H2"): ("in_inspection", 0),
+        ("L2", 3, "H4"): ("decided", 0),
+    }
+    assert [(h.hawb, h.user, h.reason) for h in result.holds] == [("H7", "alice", "x-ray anomaly")]
+    # backfilled and kept by the writer: the same tables, wall times apart
+    backfilled, kept = read_open_set(old, SITE), read_open_set(new, SITE)
+    assert [replace(p, arrived_wall=EPOCH) for p in backfilled[0]] == [
+        replace(p, arrived_wall=EPOCH) for p in kept[0]
+    ]
+    assert [replace(h, placed_at=EPOCH) for h in backfilled[1]] == [
+        replace(h, placed_at=EPOCH) for h in kept[1]
+    ]
+
+
+def test_upgrading_a_journal_with_rows_from_0001(db_url: str) -> None:
+    """Both backends migrate a journal that already holds rows; only SQLite backfills (the
+    central database's copy is not maintained, so it stays empty there)."""
+    migrate.upgrade(db_url, "0001")
+    assert migrate.current_revision(db_url) == "0001"
+    write_the_old_way(db_url, scenario().entries)
+    write_the_old_way(db_url, Script().scan("L9", 1, "OTHER").entries, site="OTHER")
+    migrate.upgrade(db_url)
+    assert migrate.current_revision(db_url) == migrate.head_revision()
+    engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            counts = {
+                table: conn.execute(
+                    sa.text(f"SELECT site, count(*) FROM {table} GROUP BY site ORDER BY site")
+                ).all()
+                for table in ("open_parcels", "active_holds")
+            }
+            journal_rows: int = conn.execute(sa.text("SELECT count(*) FROM journal")).scalar_one()
+    finally:
+        engine.dispose()
+    assert journal_rows == len(scenario().entries) + 1
+    if db_url.startswith("sqlite"):
+        assert counts == {
+            "open_parcels": [("HUB1", 3), ("OTHER", 1)],
+            "active_holds": [("HUB1", 1)],
+        }
+    else:
+        assert counts == {"open_parcels": [], "active_holds": []}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from controller.alarms import Alarms
-from controller.domain import DestinationRequest, DivertConfirmation, DivertStatus
+from controller.core.domain import DestinationRequest, DivertConfirmation, DivertStatus
 from plc_adapters.layout import TelegramKind
 from plc_adapters.plc_clock import PlcClockMapper
 from plc_adapters.telegrams import (

@@ -12,14 +12,14 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from controller.domain import (
+from controller.core.domain import (
     DestinationReply,
     DestinationRequest,
     DivertConfirmation,
     DivertStatus,
     LaneStatus,
 )
-from controller.reasons import Reason
+from controller.core.reasons import Reason
 from plc_adapters.layout import TelegramKind
 from plc_adapters.opcua_wire import OpcUaHost
 from plc_adapters.telegrams import RawTelegram

@@ -8,9 +8,8 @@ import contextlib
 
 import pytest
 
-from controller.config import parse_config
-from controller.core import Controller
-from controller.domain import (
+from controller.app.site import parse_config
+from controller.core.domain import (
     DestinationReply,
     DestinationRequest,
     DivertStatus,
@@ -19,7 +18,8 @@ from controller.domain import (
     XrayResult,
     XrayStatus,
 )
-from controller.reasons import Reason
+from controller.core.reasons import Reason
+from controller.lines import Controller
 from plc_adapters.layout import TelegramKind
 from plc_adapters.telegrams import RawTelegram
 from tests.plc.rigs import Rig, line, open_rig, wait_for
@@ -67,6 +67,45 @@ async def test_lane_for_applies_replies_defaults_and_lane_full() -> None:
         await rig.receive(5)
         assert plc.lane_for(5) == (9, DivertStatus.DEFAULTED)
         assert plc.lane_for(999) == (9, DivertStatus.DEFAULTED)  # never tracked
+
+
+async def test_only_credited_replies_reach_the_plant_and_the_plc_keeps_its_rules() -> None:
+    """``on_reply`` (what the plant acts on) gets only replies credited by the rulebook; the
+    PLC's own lap limit, missed diverts and lost tracking come from the same rulebook."""
+    async with open_rig("modbus") as rig:
+        await wait_for(lambda: rig.adapter.connected and not rig.plc.safe_state, "link up")
+        plc, credited = rig.plc, list[DestinationReply]()
+        plc.on_reply = credited.append
+        sent = 0
+
+        async def lap(tracking_id: int, scanned: float) -> None:
+            nonlocal sent
+            sent += 1
+            plc.request(tracking_id, f"P{tracking_id}", scanned)
+            await answer(rig, sent, 2)
+
+        await lap(1, rig.clock.now())
+        await lap(2, rig.clock.now() - 10.0)  # its decision point passed long ago
+        assert [r.tracking_id for r in credited] == [1]
+        assert plc.replies_late == 1
+
+        plc.set_lane_status(2, LaneStatus.FULL)
+        for _ in range(6):  # lap_limit 3 + 2 spare laps: still steered by the reply
+            await lap(3, rig.clock.now())
+            assert plc.lane_for(3) == (2, DivertStatus.LANE_FULL)
+        await lap(3, rig.clock.now())
+        assert plc.lane_for(3) == (9, DivertStatus.DEFAULTED)  # the PLC's own lap limit
+
+        plc.set_lane_status(2, LaneStatus.AVAILABLE)
+        await lap(4, rig.clock.now())
+        assert plc.lane_for(4, missed=True) == (2, DivertStatus.MISSED)
+        await lap(5, rig.clock.now())
+        plc.lose_tracking(5)
+        assert plc.lane_for(5) == (9, DivertStatus.LOST_TRACKING)
+
+        await rig.sorter.reply(DestinationReply(rig.sorter.line, 999, 2, Reason.RISK_RED))
+        await wait_for(lambda: plc.replies_unmatched == 1, "the unmatched reply at the PLC")
+        assert len(credited) == sent - 1  # all but the late one
 
 
 async def test_the_plc_is_safe_until_a_controller_beats() -> None:

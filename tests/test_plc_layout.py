@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from pyModbusTCP.client import ModbusClient  # type: ignore[import-untyped]
 
-from controller.clock import MonotonicClock
-from controller.domain import DivertStatus, LaneStatus
+from controller.core.clock import MonotonicClock
+from controller.core.domain import DivertStatus, LaneStatus
 from plc_adapters.emulator import EmulatedPlc
 from plc_adapters.layout import FieldType, Layout, decode, encode, header, u32_add, u32_diff
 from plc_adapters.modbus_wire import MAX_READ, MAX_WRITE, ModbusServerImage, spans

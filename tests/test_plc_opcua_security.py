@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from controller.domain import DestinationReply, DestinationRequest
-from controller.reasons import Reason
+from controller.core.domain import DestinationReply, DestinationRequest
+from controller.core.reasons import Reason
 from plc_adapters.certs import make_certificate
 from plc_adapters.opcua_wire import Credentials, OpcUaHost, Security
 from tests.plc.rigs import NAMESPACE, open_rig, wait_for

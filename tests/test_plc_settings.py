@@ -14,19 +14,14 @@ import yaml
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from controller.clock import MonotonicClock
-from controller.domain import DestinationReply, DestinationRequest
-from controller.reasons import Reason
+from controller.core.clock import MonotonicClock
+from controller.core.domain import DestinationReply, DestinationRequest
+from controller.core.reasons import Reason
 from plc_adapters.cli import load_emulator_site, plc_emulator
+from plc_adapters.factory import build_sorter, build_wire_sorter
 from plc_adapters.modbus_wire import ModbusTransport
 from plc_adapters.opcua_wire import OpcUaTransport
-from plc_adapters.settings import (
-    ModbusSorter,
-    OpcUaSorter,
-    SettingsError,
-    build_sorter,
-    build_wire_sorter,
-)
+from plc_adapters.settings import ModbusSorter, OpcUaSorter, SettingsError
 from plc_adapters.wire_sorter import WireSorter
 from tests.plc.rigs import wait_for
 

@@ -6,8 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from controller.config import Policy
-from controller.domain import (
+from controller.core.domain import (
     LaneKind,
     ReviewOutcome,
     RiskChannel,
@@ -15,8 +14,9 @@ from controller.domain import (
     XrayResult,
     XrayStatus,
 )
-from controller.policy import DecisionPolicy, PolicyInputs
-from controller.reasons import Reason
+from controller.core.policy import DecisionPolicy, PolicyInputs
+from controller.core.reasons import Reason
+from controller.core.settings import Policy
 from tests.support import CLEAN
 
 RELEASE, INSPECT, EXCEPT = LaneKind.RELEASE, LaneKind.INSPECTION, LaneKind.EXCEPTION

@@ -16,9 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from controller.config import FileRiskFeed, HttpRiskFeed
-from controller.domain import RiskChannel, RiskResult
-from controller.ports import RiskSource
+from controller.core.domain import RiskChannel, RiskResult
+from controller.core.ports import RiskSource
 from controller.risk import (
     FeedBatch,
     FeedProblem,
@@ -30,6 +29,7 @@ from controller.risk import (
     parse_csv,
     parse_json,
 )
+from controller.risk.settings import FileRiskFeed, HttpRiskFeed
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "config" / "feeds"
 HEADER = "hawb,channel,score,declared_goods,flight"

@@ -1,4 +1,5 @@
-"""The whole decision path wired from a site file: the twin as plant, real SQLite journal."""
+"""The whole decision path wired from a site file through the services: the twin as plant,
+real SQLite journal, recovery at start-up, the journal tail shipped at shutdown."""
 
 from __future__ import annotations
 
@@ -9,16 +10,27 @@ from collections import Counter
 from pathlib import Path
 
 import onnx
+import pytest
 import yaml
 
-from controller.assembly import Site
-from controller.clock import MonotonicClock
-from controller.config import SiteConfig, load_config, parse_config
-from controller.core import Controller
-from controller.domain import DestinationReply, InspectionOutcome, RiskChannel, RiskResult
-from controller.lifecycle import TERMINAL_STATES, ParcelState
+from controller.app.builtin import NoImages
+from controller.app.services import Services, StartupError
+from controller.app.site import SiteConfig, load_config, parse_config
+from controller.core.clock import MonotonicClock
+from controller.core.commands import RecordInspection
+from controller.core.domain import (
+    DestinationReply,
+    EntryKind,
+    InspectionOutcome,
+    JournalEntry,
+    RiskChannel,
+    RiskResult,
+)
+from controller.core.lifecycle import TERMINAL_STATES, Parcel, ParcelState
+from controller.core.link import LinkState
+from controller.lines import Controller
 from controller.risk import RiskBook
-from controller.store.journal import SqliteJournal
+from controller.store.journal import JournalClosedError, SqliteJournal
 from controller.store.read import read_entries
 from plc_adapters.inprocess import InProcessSorter
 from tests.support import site
@@ -58,10 +70,10 @@ def demo_config(
 
 async def test_every_inducted_parcel_ends_in_exactly_one_terminal_state(tmp_path: Path) -> None:
     config = demo_config(tmp_path, scan={"no_read_rate": 0.05}, truth={"contraband_rate": 0.05})
-    hub = Site(config)
+    hub = Services(config)
     final = await hub.run()  # the whole scenario, drained
-    assert hub.plant is not None
-    inducted = hub.plant.inducted
+    inducted = hub.plant.counts()["inducted"]
+    assert final.plant["inducted"] == inducted
     assert inducted > 150  # 54 s at 20,000 parcels/h is ~300 parcels
 
     rows = read_entries(config.store.journal_path, site="DEMO-HUB")
@@ -102,8 +114,6 @@ async def test_decision_is_durable_before_the_sorter_sees_the_reply(tmp_path: Pa
     book.add(RiskResult(f"H{i}", RiskChannel.GREEN, 0.1) for i in range(50))
     clock = MonotonicClock()
     async with SqliteJournal(path, "TEST") as journal:
-        from controller.assembly import NoImages
-
         controller = Controller(config, {"L1": sorter}, book, NoImages(), journal, clock)
         for i in range(50):
             sorter.request(i + 1, f"H{i}", clock.now())
@@ -126,7 +136,7 @@ async def test_a_restart_takes_back_every_open_parcel(tmp_path: Path) -> None:
             "service_time": {"dist": "exponential", "mean": 600.0},
         },
     )
-    first = Site(config)
+    first = Services(config)
     stop = asyncio.Event()
 
     async def stop_soon() -> None:
@@ -134,39 +144,48 @@ async def test_a_restart_takes_back_every_open_parcel(tmp_path: Path) -> None:
         stop.set()
 
     await asyncio.gather(first.run(stop=stop), stop_soon())
-    before = {
-        (line_id, p.tracking_id): p.state
-        for line_id, line in first.controller.lines.items()
-        for p in [*line.on_belt.values(), *(q for d in line.in_inspection.values() for q in d)]
-    }
+    before = _open_parcels(first)
     assert any(state is ParcelState.IN_INSPECTION for state in before.values())
 
-    second = Site(config)
-    async with second.journal:
-        await second.recover()
+    second = Services(config)
+    async with second:  # starting takes the open parcels back from the journal
         await _check_recovered(first_open=before, second=second)
 
 
-async def _check_recovered(first_open: dict[tuple[str, int], ParcelState], second: Site) -> None:
+def _open_parcels(services: Services) -> dict[tuple[str, int], ParcelState]:
+    """Every open parcel of every line, on the belt or at inspection, with its state."""
+    opened: dict[tuple[str, int], ParcelState] = {}
+    for line_id, line in services.controller.lines.items():
+        tracker = line.tracker
+        parcels: list[Parcel] = [*tracker.on_belt.values()]
+        parcels += [q for d in tracker.in_inspection.values() for q in d]
+        opened.update({(line_id, p.tracking_id): p.state for p in parcels})
+    return opened
+
+
+async def _check_recovered(
+    first_open: dict[tuple[str, int], ParcelState], second: Services
+) -> None:
     """Every parcel open at the stop is open again, in its state; inspection can close one."""
     before = first_open
-    after = {
-        (line_id, p.tracking_id): p.state
-        for line_id, line in second.controller.lines.items()
-        for p in [*line.on_belt.values(), *(q for d in line.in_inspection.values() for q in d)]
-    }
+    after = _open_parcels(second)
     assert after.keys() == before.keys()
     for key, state in after.items():
         assert not state.terminal
         assert state is not ParcelState.SCANNED  # in-flight decisions come back defaulted
         if before[key] is not ParcelState.SCANNED:
             assert state is before[key]
-    hawb = next(hawb for line in second.controller.lines.values() for hawb in line.in_inspection)
-    assert second.controller.record_inspection(hawb, InspectionOutcome.CLEARED)
+    hawb = next(
+        hawb for line in second.controller.lines.values() for hawb in line.tracker.in_inspection
+    )
+    command = RecordInspection(user="test-officer", hawb=hawb, outcome=InspectionOutcome.CLEARED)
+    assert (await second.controller.execute(command)).accepted
     for line in second.controller.lines.values():
         await line.drain()  # the result reaches the journal before it closes
     rows = await asyncio.to_thread(read_entries, second.journal.url)
-    assert any(r["hawb"] == hawb and r["kind"] == "inspection_result" for r in rows)
+    closed = [r for r in rows if r["hawb"] == hawb and r["kind"] == "command"]
+    assert closed, "the officer's inspection result was not journalled"
+    assert closed[-1]["state_to"] in TERMINAL
 
 
 async def test_the_shipped_model_scores_the_twins_images_in_the_decision_path(
@@ -177,7 +196,7 @@ async def test_the_shipped_model_scores_the_twins_images_in_the_decision_path(
     config = config.model_copy(
         update={"plant": config.plant.model_copy(update={"scanner_images": 2})}
     )
-    hub = Site(config)
+    hub = Services(config)
     await hub.run()
     meta = {p.key: p.value for p in onnx.load(str(config.xray.model)).metadata_props}
     version = json.loads(meta["cargogate.version"])
@@ -187,3 +206,48 @@ async def test_the_shipped_model_scores_the_twins_images_in_the_decision_path(
     assert len(scored) >= 0.9 * sum(1 for d in decisions if "xray" in d["data"])
     assert {d["data"]["xray"]["model"] for d in scored} == {version}
     assert all(set(d["data"]["xray"]["scores"]) == set(config.policy.classes) for d in scored)
+
+
+async def test_services_stop_in_order_and_ship_the_journal_tail(tmp_path: Path) -> None:
+    """A bounded run: every link state is readable while serving, the alarm raised last is
+    journalled before the journal closes, and the central copy holds every local row."""
+    config = demo_config(tmp_path, speed=40)
+    central = tmp_path / "central.sqlite"
+    config = config.model_copy(
+        update={
+            "store": config.store.model_copy(
+                update={"central_url": f"sqlite:///{central}", "forward_interval_s": 60.0}
+            )
+        }
+    )
+    services = Services(config)
+    assert services.links() == {"central database": LinkState.CONNECTING}
+    seen: list[dict[str, LinkState]] = []
+    async with services:
+        final = await services.run(duration_s=1.0, report=lambda s: seen.append(s.links))
+        services.alarms.alarm("test/last-words", "raised while stopping", active=True)
+    assert final.kpis["decisions"]
+    assert all(set(links) == {"central database"} for links in seen)
+    assert services.forwarder is not None
+    assert services.forwarder.link_state is LinkState.DOWN  # closed
+    assert services.alarms.pending == 0
+    local = read_entries(config.store.journal_path, site="DEMO-HUB")
+    assert any(r["kind"] == "alarm" and r["data"]["source"] == "test/last-words" for r in local)
+    shipped = read_entries(central, site="DEMO-HUB")
+    assert [r["seq"] for r in shipped] == [r["seq"] for r in local]
+
+
+async def test_a_part_that_cannot_start_is_named_and_the_rest_is_stopped(tmp_path: Path) -> None:
+    raw = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    raw["store"]["journal_path"] = str(tmp_path / "journal.sqlite")
+    raw["plant"]["scenario"] = str(ROOT / raw["plant"]["scenario"])
+    raw["xray"] = {"type": "onnx", "model": str(tmp_path / "missing.onnx")}
+    raw["intake"] = {"quarantine": str(tmp_path / "q"), "sources": [{"type": "inprocess"}]}
+    services = Services(parse_config(raw))
+    with pytest.raises(StartupError, match=r"^xray: .*missing\.onnx"):
+        async with services:
+            pass
+    assert not services.started
+    entry = JournalEntry(ts=0.0, kind=EntryKind.ALARM, line="L1", tracking_id=0, state_to="active")
+    with pytest.raises(JournalClosedError):  # the journal it had opened is closed again
+        await services.journal.write([entry])

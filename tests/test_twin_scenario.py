@@ -8,7 +8,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from controller.config import ConfigError
+from controller.core.settings import ConfigError
 from simulation.cli import simulate
 from simulation.run import run_fast
 from simulation.scenario import load_scenario

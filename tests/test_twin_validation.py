@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from controller.lifecycle import TERMINAL_STATES
+from controller.core.lifecycle import TERMINAL_STATES
 from simulation.offline import run_full
 from simulation.plant import RECORD_FIELDS
 from simulation.run import TwinRun, run_fast

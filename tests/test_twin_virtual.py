@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from controller.clock import ScaledClock
-from controller.config import ConfigError
-from controller.core import Controller
+from controller.core.clock import ScaledClock
+from controller.core.settings import ConfigError
+from controller.lines import Controller
 from controller.risk import RiskBook
 from plc_adapters.inprocess import InProcessSorter
-from simulation.adapters import RecordingJournal
+from simulation.adapters import InspectionStations, RecordingJournal
 from simulation.plant import RECORD_FIELDS
 from simulation.scenario import load_scenario
-from simulation.settings import TwinPlant, TwinSitePlant, virtual_plant_from_settings
+from simulation.settings import TwinPlant
+from simulation.site_plant import TwinSitePlant, virtual_plant_from_settings
 from simulation.virtual import VirtualPlant
 from tests.twin.files import bundle, scenario_dict, site_dict, write_files
 
@@ -39,18 +40,12 @@ async def test_controller_runs_unchanged_against_the_virtual_plant_at_50x(tmp_pa
     sorters = {line.id: InProcessSorter(line.id) for line in twin.site.lines}
     book = RiskBook()
     journal = RecordingJournal()
-    controller_ref: list[Controller] = []
-    plant = VirtualPlant(
-        twin,
-        sorters,
-        clock,
-        lambda hawb, outcome: controller_ref[0].record_inspection(hawb, outcome),
-        book,
-    )
+    stations = InspectionStations()
+    plant = VirtualPlant(twin, sorters, clock, stations, book)
     controller = Controller(
         twin.site, sorters, book, plant.xray, journal, clock, review=plant.review
     )
-    controller_ref.append(controller)
+    stations.commands = controller
     serving = asyncio.create_task(controller.run())
     loop = asyncio.get_running_loop()
     wall0 = loop.time()
@@ -89,16 +84,14 @@ async def test_settings_factory_builds_the_plant_over_in_process_sorters(tmp_pat
     site = load_scenario(path).site
     clock = ScaledClock(50.0)
     book = RiskBook()
-    controller_ref: list[Controller] = []
+    stations = InspectionStations()
     settings = TwinPlant(scenario=path, speed=50)
-    plant, sorters = virtual_plant_from_settings(
-        settings, site, clock, lambda h, o: controller_ref[0].record_inspection(h, o), book
-    )
+    plant, sorters = virtual_plant_from_settings(settings, site, clock, stations, book)
     assert set(sorters) == {"L1", "L2"}
     controller = Controller(
         site, sorters, book, plant.xray, RecordingJournal(keep=False), clock, review=plant.review
     )
-    controller_ref.append(controller)
+    stations.commands = controller
     serving = asyncio.create_task(controller.run())
     await asyncio.wait_for(plant.run(tick_s=settings.tick_s), timeout=60)
     for sorter in sorters.values():

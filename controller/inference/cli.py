@@ -1,4 +1,8 @@
-"""``cargogate model …``: check an ONNX model against the CargoGate contract and a site's policy."""
+"""``cargogate model …``: check an ONNX model against the CargoGate contract and a site's policy.
+
+A command-line entry point (registered in :mod:`controller.inference.registration`, loaded
+only when run): it sits above the application layer and may use it.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from controller.app.site import load_config
+from controller.core.settings import ConfigError
+from controller.inference.contract import ModelContractError, check_policy_classes
+from controller.inference.session import ModelLoadError, ModelSession
 
 model_app = typer.Typer(help="X-ray models: check one before deploying it.", no_args_is_help=True)
 console = Console()
@@ -25,10 +34,6 @@ def check_model(
     ] = None,
 ) -> None:
     """Load MODEL as the controller would, print its contract, and check the site's classes."""
-    from controller.config import ConfigError, load_config
-    from controller.inference.contract import ModelContractError, check_policy_classes
-    from controller.inference.session import ModelLoadError, ModelSession
-
     try:
         session = ModelSession(model, 1, ["CPUExecutionProvider"])
     except (ModelLoadError, ModelContractError) as exc:

@@ -1,6 +1,6 @@
-"""The on-site X-ray inference service: implements :class:`controller.ports.XrayPort`.
+"""The on-site X-ray inference service: implements :class:`controller.core.ports.XrayPort`.
 
-For each parcel it waits for the image (from an :class:`controller.ports.ImageSource`),
+For each parcel it waits for the image (from an :class:`controller.core.ports.ImageSource`),
 preprocesses it on a worker thread, and queues the tensor for the micro-batcher, which groups
 concurrent requests for at most ``batch_window_ms`` (less when a request's time is running
 out) and runs them through onnxruntime on its own thread, so the event loop never blocks.
@@ -26,13 +26,14 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from controller.clock import Clock, MonotonicClock
-from controller.domain import XrayResult, XrayStatus
+from controller.core.clock import Clock, MonotonicClock
+from controller.core.domain import XrayResult, XrayStatus
+from controller.core.link import LinkState
+from controller.core.ports import AlarmSink, ImageSource, ScanImage
 from controller.inference.contract import ModelContract, check_policy_classes
 from controller.inference.preprocess import BadImageError, preprocess
 from controller.inference.session import ModelSession
 from controller.inference.settings import OnnxXray
-from controller.ports import AlarmSink, ImageSource, ScanImage
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +120,21 @@ class OnnxXrayService:
         )
         self._consecutive_restarts = 0
         self._in_flight: list[_Request] = []
+        self._started = False
 
     @property
     def contract(self) -> ModelContract:
         if self._session is None:
             raise RuntimeError("the inference service is not started")
         return self._session.contract
+
+    @property
+    def link_state(self) -> LinkState:
+        """Connecting until the model is loaded; up when ready; degraded while the session
+        restarts; down once inference gave up or the service stopped."""
+        if self.state is ServiceState.STOPPED:
+            return LinkState.DOWN if self._started else LinkState.CONNECTING
+        return _LINK[self.state]
 
     @property
     def providers(self) -> list[str]:
@@ -144,6 +154,7 @@ class OnnxXrayService:
         check_policy_classes(session.contract, self.policy_classes, str(self.settings.model))
         self._session = session
         self.state = ServiceState.READY
+        self._started = True
         self._batcher = asyncio.create_task(self._batch_loop(), name=f"{self.name} batcher")
         log.info(
             "%s: model %s version %s, classes %s, input %dx%dx%d, providers %s",
@@ -158,6 +169,12 @@ class OnnxXrayService:
         )
 
     async def close(self) -> None:
+        """The old name of :meth:`aclose`."""
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop batching, answer what waits with FAILED, end the session. Idempotent."""
+        self._started = True
         if self._batcher is not None:
             self._batcher.cancel()
             await asyncio.gather(self._batcher, return_exceptions=True)
@@ -178,7 +195,7 @@ class OnnxXrayService:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+        await self.aclose()
 
     def _open_session(self) -> ModelSession:
         """Build and warm up a session (runs on the inference thread)."""
@@ -369,6 +386,13 @@ class OnnxXrayService:
     def _alarm(self, what: str, message: str, *, active: bool) -> None:
         if self.alarms is not None:
             self.alarms.alarm(f"{self.name}/{what}", message, active=active)
+
+
+_LINK = {
+    ServiceState.READY: LinkState.UP,
+    ServiceState.RESTARTING: LinkState.DEGRADED,
+    ServiceState.FAILED: LinkState.DOWN,
+}
 
 
 def _single_thread(prefix: str) -> concurrent.futures.ThreadPoolExecutor:

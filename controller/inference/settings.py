@@ -1,18 +1,17 @@
-"""Settings for the on-site X-ray model (site file ``xray: {type: onnx, ...}``)."""
+"""Settings for the on-site X-ray model (site file ``xray: {type: onnx, ...}``).
+
+Pydantic only: the service that loads onnxruntime is built by
+:mod:`controller.inference.factory`, named in :mod:`controller.inference.registration`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
-
-from controller.clock import Clock
-from controller.ports import AlarmSink, ImageSource
-
-if TYPE_CHECKING:
-    from controller.inference.service import OnnxXrayService
 
 
 class OnnxXray(BaseModel):
@@ -45,21 +44,11 @@ class OnnxXray(BaseModel):
     warmup: bool = True
 
 
-def build_onnx_xray(
-    settings: OnnxXray,
-    images: ImageSource,
-    *,
-    policy_classes: Sequence[str] = (),
-    alarms: AlarmSink | None = None,
-    clock: Clock | None = None,
-) -> OnnxXrayService:
-    """The inference service for ``settings``; enter it (``async with``) before the lines run.
-
-    Start-up fails with a clear error if the model is missing or malformed, or if
-    ``policy_classes`` (``site.policy.classes``) names a class the model does not score.
-    """
-    from controller.inference.service import OnnxXrayService  # onnxruntime loads only if used
-
-    return OnnxXrayService(
-        settings, images, policy_classes=policy_classes, alarms=alarms, clock=clock
-    )
+def __getattr__(name: str) -> Any:
+    """``build_onnx_xray`` moved to :mod:`controller.inference.factory` (it loads onnxruntime,
+    which this module must not); kept until no caller imports it from here."""
+    if name != "build_onnx_xray":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = "controller.inference.factory"
+    warnings.warn(f"import {name} from {module}, not {__name__}", DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(module), name)

@@ -1,2 +1,2 @@
 """Scanner intake: adapters that receive X-ray images and the matcher that pairs them with
-parcels (the :class:`controller.ports.ImageSource` port). See ``docs/scanner-intake.md``."""
+parcels (the :class:`controller.core.ports.ImageSource` port). See ``docs/scanner-intake.md``."""

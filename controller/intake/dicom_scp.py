@@ -19,11 +19,11 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt, sop_class
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.transport import ThreadedAssociationServer
 
-from controller.clock import Clock, MonotonicClock
+from controller.core.clock import Clock, MonotonicClock
+from controller.core.ports import ScanImage
 from controller.intake.dicom import decode_dataset
 from controller.intake.matcher import ImageMatcher
 from controller.intake.threat_report import DicomReferences
-from controller.ports import ScanImage
 
 log = logging.getLogger(__name__)
 

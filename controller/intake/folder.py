@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controller.clock import Clock, MonotonicClock
+from controller.core.clock import Clock, MonotonicClock
+from controller.core.ports import ScanImage
 from controller.intake.dicom import read_dicom_file
 from controller.intake.matcher import ImageMatcher
 from controller.intake.naming import ImageKey, NamingError, in_progress, key_from_filename
 from controller.intake.readers import ImageReadError, read_image_file
 from controller.intake.threat_report import DicomReferences
-from controller.ports import ScanImage
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.clock import Clock, MonotonicClock
+from controller.core.clock import Clock, MonotonicClock
+from controller.core.ports import ScanImage
 from controller.intake.matcher import ImageMatcher
-from controller.ports import ScanImage
 
 
 class InProcessScanner:

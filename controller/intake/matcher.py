@@ -1,4 +1,4 @@
-"""Matches scanner images to parcels: the :class:`controller.ports.ImageSource` the inference
+"""Matches scanner images to parcels: the :class:`controller.core.ports.ImageSource` the inference
 service awaits, fed by every intake adapter.
 
 An image is matched by HAWB, or by tracking id on its source's line. Images that come before
@@ -16,9 +16,9 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from controller.clock import Clock, MonotonicClock
+from controller.core.clock import Clock, MonotonicClock
+from controller.core.ports import AlarmSink, ScanImage
 from controller.intake.quarantine import Quarantine, QuarantinedImage
-from controller.ports import AlarmSink, ScanImage
 
 log = logging.getLogger(__name__)
 

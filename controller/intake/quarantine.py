@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from controller.ports import ScanImage
+from controller.core.ports import ScanImage
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,26 +1,20 @@
-"""Settings for scanner intake (site file ``intake:``) and the factories that build it.
+"""Settings for scanner intake (site file ``intake:``): pydantic only.
 
 ``intake.sources`` lists where images come from; all of them feed one
-:class:`controller.intake.matcher.ImageMatcher`, which the inference service awaits.
+:class:`controller.intake.matcher.ImageMatcher`, which the inference service awaits. The
+sources are built by :mod:`controller.intake.factory` (which loads numpy, pydicom and
+pynetdicom) and registered in :mod:`controller.intake.registration`; in a site file the
+``sources`` union is built from every registered image source.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import importlib
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
-
-from controller.clock import Clock
-from controller.ports import AlarmSink
-
-if TYPE_CHECKING:  # the adapters (pydicom, pynetdicom) load only when intake is built
-    from controller.intake.dicom_scp import DicomStorageScp
-    from controller.intake.folder import FolderSource
-    from controller.intake.inprocess import InProcessScanner
-    from controller.intake.matcher import ImageMatcher
-    from controller.intake.threat_report import DicomReferences, ThreatReportWriter
 
 _AE_TITLE = r"^[ -~]{1,16}$"
 
@@ -96,100 +90,27 @@ class Intake(_Strict):
 
     @model_validator(mode="after")
     def _names_unique(self) -> Intake:
-        names = [s.name for s in self.sources]
+        names = [source_name(s) for s in self.sources]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"intake source names must be unique; repeated: {repeated}")
         return self
 
 
-IntakeSource = Union["InProcessScanner", "FolderSource", "DicomStorageScp"]
+def source_name(settings: BaseModel) -> str:
+    """An image source's name: its ``name`` setting (a registered third-party source without
+    one is named by its ``type``)."""
+    return str(getattr(settings, "name", None) or getattr(settings, "type", "source"))
 
 
-class IntakeParts:
-    """The matcher and every source built from :class:`Intake` settings."""
-
-    def __init__(
-        self,
-        matcher: ImageMatcher,
-        sources: dict[str, IntakeSource],
-        references: DicomReferences,
-        reports: ThreatReportWriter | None,
-    ) -> None:
-        self.matcher = matcher
-        self.sources = sources
-        self.references = references
-        self.reports = reports
+_MOVED = ("IntakeParts", "build_intake", "build_source")
 
 
-def build_intake(
-    settings: Intake,
-    *,
-    clock: Clock | None = None,
-    alarms: AlarmSink | None = None,
-    alarm_thresholds: Mapping[str, float] | None = None,
-) -> IntakeParts:
-    """Build the matcher, each source, and (if configured) the threat report writer.
-
-    Run ``parts.matcher.run()`` and each ``source.run()`` as tasks; register
-    ``parts.reports`` with the inference service (``service.listeners.append``).
-    """
-    from controller.intake.matcher import ImageMatcher
-    from controller.intake.quarantine import Quarantine
-    from controller.intake.threat_report import DicomReferences, ThreatReportWriter
-
-    matcher = ImageMatcher(
-        Quarantine(settings.quarantine),
-        clock=clock,
-        hold_s=settings.hold_s,
-        max_held=settings.max_held,
-        alarms=alarms,
-    )
-    references = DicomReferences()
-    sources = {s.name: build_source(s, matcher, references, clock) for s in settings.sources}
-    reports = (
-        ThreatReportWriter(settings.threat_reports, references, alarm_thresholds or {})
-        if settings.threat_reports is not None
-        else None
-    )
-    return IntakeParts(matcher, sources, references, reports)
-
-
-def build_source(
-    settings: InProcessIntake | WatchFolderIntake | DicomFolderIntake | DicomScpIntake,
-    matcher: ImageMatcher,
-    references: DicomReferences | None = None,
-    clock: Clock | None = None,
-) -> IntakeSource:
-    """One intake source from its settings."""
-    from controller.intake.dicom_scp import DicomStorageScp
-    from controller.intake.folder import FolderSource, decode_dicom_file, decode_image_file
-    from controller.intake.inprocess import InProcessScanner
-
-    if isinstance(settings, InProcessIntake):
-        return InProcessScanner(matcher, line=settings.line, clock=clock, name=settings.name)
-    if isinstance(settings, WatchFolderIntake | DicomFolderIntake):
-        dicom = isinstance(settings, DicomFolderIntake)
-        return FolderSource(
-            settings.path,
-            matcher,
-            decode_dicom_file if dicom else decode_image_file,
-            patterns=settings.patterns,
-            poll_s=settings.poll_s,
-            settle_s=settings.settle_s,
-            line=settings.line,
-            name=settings.name,
-            references=references if dicom else None,
-            clock=clock,
-        )
-    return DicomStorageScp(
-        matcher,
-        ae_title=settings.ae_title,
-        port=settings.port,
-        bind=settings.bind,
-        allowed_calling_aes=settings.allowed_calling_aes,
-        line=settings.line,
-        name=settings.name,
-        references=references,
-        clock=clock,
-    )
+def __getattr__(name: str) -> Any:
+    """Deprecated names that moved to :mod:`controller.intake.factory` (it loads pydicom and
+    pynetdicom, which this module must not); remove once no caller imports them from here."""
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = "controller.intake.factory"
+    warnings.warn(f"import {name} from {module}, not {__name__}", DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(module), name)

@@ -21,9 +21,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
-from controller.domain import XrayResult, XrayStatus
+from controller.core.domain import XrayResult, XrayStatus
+from controller.core.ports import ScanImage
 from controller.intake.dicom import DicomReference
-from controller.ports import ScanImage
 
 log = logging.getLogger(__name__)
 

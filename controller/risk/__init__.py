@@ -3,7 +3,6 @@ policy reads at scan time. Feed formats are described in :mod:`controller.risk.r
 
 from __future__ import annotations
 
-from controller.config import FileRiskFeed, HttpRiskFeed
 from controller.risk.book import RiskBook
 from controller.risk.feeds import FileFeed, HttpFeed, RiskFeed
 from controller.risk.records import (
@@ -14,6 +13,7 @@ from controller.risk.records import (
     parse_json,
     parse_json_page,
 )
+from controller.risk.settings import FileRiskFeed, HttpRiskFeed
 
 __all__ = [
     "FeedBatch",

@@ -7,7 +7,8 @@ import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
-from controller.domain import RiskChannel, RiskResult
+from controller.core.domain import RiskChannel, RiskResult
+from controller.core.link import LinkState
 from controller.risk.feeds import RiskFeed
 from controller.risk.records import FeedBatch, FeedProblem
 
@@ -36,12 +37,19 @@ class RiskBook:
         self._counts: dict[RiskChannel, int] = dict.fromkeys(RiskChannel, 0)
         self._evicted = 0
         self._reported: dict[int, tuple[RiskFeed, frozenset[str]]] = {}
+        self._feeds: tuple[RiskFeed, ...] = ()
 
     def __len__(self) -> int:
         return len(self._results)
 
     def __contains__(self, hawb: object) -> bool:
         return hawb in self._results
+
+    @property
+    def link_state(self) -> LinkState:
+        """The feeds' link states combined (up only when every feed is up); a feed without
+        ``link_state`` counts as up once it has been fetched."""
+        return LinkState.combine(getattr(feed, "link_state", LinkState.UP) for feed in self._feeds)
 
     def get(self, hawb: str) -> RiskResult | None:
         """The result held for ``hawb`` (exact match), or None."""
@@ -93,6 +101,7 @@ class RiskBook:
         round too (an HTTP source that stays down) is not logged again. A feed that raises is
         reported as a problem; the other feeds' results still load.
         """
+        self._feeds = tuple(feeds)
         batches = await asyncio.gather(*(self._fetch(feed) for feed in feeds))
         problems: list[FeedProblem] = []
         added = 0

@@ -16,6 +16,7 @@ from typing import Protocol
 
 import httpx
 
+from controller.core.link import LinkState
 from controller.risk.records import FeedBatch, FeedProblem, parse_csv, parse_json_page
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -141,6 +142,8 @@ class FileFeed:
         self.max_bytes = max_bytes
         self._seen: dict[Path, _Signature] = {}
         self._lock = asyncio.Lock()
+        self.link_state = LinkState.CONNECTING
+        """Down while the path cannot be listed, degraded while some file cannot be read."""
 
     def __repr__(self) -> str:
         return f"FileFeed({str(self.path)!r})"
@@ -151,6 +154,14 @@ class FileFeed:
                 _scan, self.path, dict(self._seen), self.max_bytes
             )
             self._seen = seen
+            whole = {p.source for p in batch.problems if p.line is None}
+            self.link_state = (
+                LinkState.DOWN
+                if str(self.path) in whole
+                else LinkState.DEGRADED
+                if whole
+                else LinkState.UP
+            )
             return batch
 
 
@@ -215,6 +226,8 @@ class HttpFeed:
         self._cursor: str | None = None
         self._last: _Answer | None = None
         self._lock = asyncio.Lock()
+        self.link_state = LinkState.CONNECTING
+        """Up after an answer the feed could use, down after a failed or refused request."""
 
     def __repr__(self) -> str:
         return f"HttpFeed({self.source!r})"
@@ -226,14 +239,20 @@ class HttpFeed:
 
     async def fetch(self) -> FeedBatch:
         async with self._lock:
-            try:
-                async with asyncio.timeout(self.timeout_s):
-                    return await self._fetch()
-            except (TimeoutError, httpx.TimeoutException):
-                return _problem(self.source, f"no complete answer within {self.timeout_s:g} s")
-            except httpx.HTTPError as exc:
-                detail = str(exc) or type(exc).__name__
-                return _problem(self.source, f"request failed: {detail}")
+            batch = await self._fetch_within()
+            failed = any(p.line is None and p.source == self.source for p in batch.problems)
+            self.link_state = LinkState.DOWN if failed else LinkState.UP
+            return batch
+
+    async def _fetch_within(self) -> FeedBatch:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await self._fetch()
+        except (TimeoutError, httpx.TimeoutException):
+            return _problem(self.source, f"no complete answer within {self.timeout_s:g} s")
+        except httpx.HTTPError as exc:
+            detail = str(exc) or type(exc).__name__
+            return _problem(self.source, f"request failed: {detail}")
 
     def _open_client(self) -> AbstractAsyncContextManager[httpx.AsyncClient]:
         if self._client is not None:

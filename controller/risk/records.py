@@ -58,7 +58,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from controller.domain import RiskChannel, RiskResult
+from controller.core.domain import RiskChannel, RiskResult
 
 HAWB_MAX_LEN = 35
 _HAWB_RE = re.compile(r"[A-Za-z0-9-]+")

@@ -21,6 +21,7 @@ from typing import Any, Self
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from controller.core.link import LinkState
 from controller.store import migrate
 from controller.store.schema import forward_state_table, journal_table
 from controller.store.sqlite import sqlite_engine, sqlite_url
@@ -135,6 +136,7 @@ class JournalForwarder:
         self._watermark = 0
         self._outage_since: float | None = None
         self._faulted = False
+        self._link = LinkState.CONNECTING
 
     @property
     def status(self) -> ForwarderStatus:
@@ -146,6 +148,13 @@ class JournalForwarder:
             watermark=self._watermark,
         )
 
+    @property
+    def link_state(self) -> LinkState:
+        """Connecting until the first cycle; up after a shipped (or empty) cycle; down while
+        the central database is unreachable and once closed; degraded when a cycle failed
+        for another reason (a broken local file, a schema mismatch)."""
+        return self._link
+
     async def __aenter__(self) -> Self:
         return self
 
@@ -155,9 +164,13 @@ class JournalForwarder:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.close()
+        await self.aclose()
 
     async def close(self) -> None:
+        """The old name of :meth:`aclose`."""
+        await self.aclose()
+
+    async def aclose(self) -> None:
         """Wait for a copy in progress, then release the connections. Idempotent."""
         if self._inflight is not None and not self._inflight.done():
             await asyncio.wait([self._inflight])
@@ -166,6 +179,7 @@ class JournalForwarder:
         self._local_ready = self._central_ready = False
         for engine in engines:
             await asyncio.to_thread(engine.dispose)
+        self._link = LinkState.DOWN
 
     async def forward_once(self) -> int:
         """Ship up to ``batch`` rows; return how many were committed centrally.
@@ -214,12 +228,14 @@ class JournalForwarder:
                 return 0, False
             except Exception as exc:
                 self._last_error = describe_error(exc)
+                self._link = LinkState.DEGRADED
                 raise
             self._on_success(cycle)
             return cycle.shipped, True
 
     def _on_outage(self, exc: CentralUnavailableError) -> None:
         self._connected = False
+        self._link = LinkState.DOWN
         self._last_error = str(exc)
         self._backlog = exc.backlog
         self._watermark = exc.watermark
@@ -234,6 +250,7 @@ class JournalForwarder:
 
     def _on_success(self, cycle: _Cycle) -> None:
         self._connected = True
+        self._link = LinkState.UP
         self._last_error = None
         self._backlog = cycle.backlog
         self._watermark = cycle.watermark

@@ -1,10 +1,11 @@
 """The local audit journal: a SQLite file written by one thread with group commit.
 
-:class:`SqliteJournal` implements :class:`controller.ports.Journal`. ``write`` hands its
+:class:`SqliteJournal` implements :class:`controller.core.ports.Journal`. ``write`` hands its
 entries to the writer thread and returns once they are committed with ``synchronous=FULL``
 (durable). The writer gathers everything queued within ``group_commit_ms`` into one
 transaction, so many concurrent writers share one fsync. No database call ever runs on the
-event loop.
+event loop. The same transaction updates the open parcels and active holds the rows imply
+(:mod:`controller.store.openset`), so start-up recovery never has to fold the journal.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from typing import Any, Final, Self
 
 import sqlalchemy as sa
 
-from controller.domain import JournalEntry
+from controller.core.domain import JournalEntry
 from controller.store import migrate
+from controller.store.openset import TableKeeper
 from controller.store.read import max_seq
 from controller.store.rows import entry_to_row
 from controller.store.schema import journal_table
@@ -86,6 +88,7 @@ class SqliteJournal:
         self._commits = 0
         self._rows_written = 0
         self._failed_batches = 0
+        self._tables = TableKeeper(site)  # open parcels and holds; writer thread only
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -203,12 +206,14 @@ class SqliteJournal:
             engine.dispose()
 
     def _open(self) -> tuple[sa.Engine, sa.Connection, int]:
-        """The writer's engine and connection, and the newest ``seq`` of this site."""
+        """The writer's engine and connection, and the newest ``seq`` of this site; loads
+        the site's open parcels into the table keeper in the same read."""
         engine = sqlite_engine(self.url)
         try:
             conn = engine.execution_options(sqlite_begin="IMMEDIATE").connect()
             try:
                 with conn.begin():
+                    self._tables.load(conn)
                     return engine, conn, max_seq(conn, self.site)
             except BaseException:
                 conn.close()
@@ -254,7 +259,9 @@ class SqliteJournal:
         try:
             with conn.begin():
                 conn.execute(sa.insert(journal_table), rows)
+                self._tables.apply(conn, rows)  # open parcels and holds, in step
         except Exception as exc:
+            self._tables.discard()  # it may be ahead of the rolled-back tables
             self._failed_batches += 1
             log.error("journal commit of %d rows to %s failed: %s", len(rows), self.path, exc)
             for request in batch:

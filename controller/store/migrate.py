@@ -47,22 +47,24 @@ def current_revision(bind: str | sa.Engine) -> str | None:
             engine.dispose()
 
 
-def upgrade(url: str | sa.Engine) -> None:
-    """Run ``alembic upgrade head`` on the database; a no-op when it is already at head.
+def upgrade(url: str | sa.Engine, revision: str = "head") -> None:
+    """Run ``alembic upgrade <revision>`` on the database; a no-op when it is already there.
 
     Blocking: call it from a worker thread, never on the event loop. For SQLite the file and
     its parent folders are created, and the whole upgrade runs in one transaction (SQLite
     and PostgreSQL both have transactional DDL), so a failed upgrade leaves nothing behind.
+    ``revision`` other than head is for tests and benchmarks that need an older schema.
     """
     engine, owned = _engine(url)
     try:
-        if current_revision(engine) == head_revision():
+        wanted = head_revision() if revision == "head" else revision
+        if current_revision(engine) == wanted:
             return
         writer = engine.execution_options(sqlite_begin="IMMEDIATE")
         with _lock, writer.begin() as conn:
             cfg = alembic_config()
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            command.upgrade(cfg, revision)
     finally:
         if owned:
             engine.dispose()

@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from controller.store.openset import ActiveHold, OpenParcel, load_holds, load_parcels
 from controller.store.schema import ForwardState, journal_table
 from controller.store.sqlite import sqlite_engine
 
@@ -82,6 +83,20 @@ def read_watermarks(source: str | Path | sa.Engine) -> dict[str, int]:
         with engine.connect() as conn:
             rows = conn.execute(sa.select(ForwardState.target, ForwardState.last_seq))
             return dict(rows.all())
+    finally:
+        if owned:
+            engine.dispose()
+
+
+def read_open_set(
+    source: str | Path | sa.Engine, site: str
+) -> tuple[list[OpenParcel], list[ActiveHold]]:
+    """The open parcels (in opening order) and active holds of ``site``, read in one
+    transaction so both come from the same committed state of the journal."""
+    engine, owned = open_engine(source)
+    try:
+        with engine.connect() as conn, conn.begin():
+            return load_parcels(conn, site), load_holds(conn, site)
     finally:
         if owned:
             engine.dispose()

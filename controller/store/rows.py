@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import Any
 
-from controller.domain import JournalEntry
+from controller.core.domain import JournalEntry
 
 _TEXT_FIELDS = ("line", "hawb", "state_from", "state_to", "destination", "policy_version")
 

@@ -46,7 +46,7 @@ class Base(DeclarativeBase):
 
 
 class JournalRow(Base):
-    """One durable audit record: a :class:`controller.domain.JournalEntry` plus its key."""
+    """One durable audit record: a :class:`controller.core.domain.JournalEntry` plus its key."""
 
     __tablename__ = "journal"
 
@@ -86,8 +86,56 @@ class ForwardState(Base):
     updated_at: Mapped[datetime]
 
 
+class OpenParcelRow(Base):
+    """A parcel the journal shows open (not in a terminal state), kept by the journal writer.
+
+    Maintained in the same transaction as the journal rows that change it (see
+    :mod:`controller.store.openset`), so start-up reads this small table instead of folding
+    the whole journal. The key is the ``seq`` of the row that opened the parcel: tracking ids
+    are reused, and a new parcel may open with the ``(line, tracking_id)`` of one that still
+    waits at inspection. Only the local journal maintains it; the central copy stays empty.
+    """
+
+    __tablename__ = "open_parcels"
+
+    site: Mapped[str] = mapped_column(sa.String, primary_key=True)
+    opened_seq: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+    """``journal.seq`` of the row that opened the parcel (first scan)."""
+    line: Mapped[str] = mapped_column(sa.String)
+    tracking_id: Mapped[int] = mapped_column(sa.BigInteger)
+    hawb: Mapped[str] = mapped_column(sa.String)
+    state: Mapped[str] = mapped_column(sa.String)
+    """A non-terminal :class:`controller.core.lifecycle.ParcelState` value."""
+    laps: Mapped[int] = mapped_column(sa.Integer)
+    arrived_wall: Mapped[datetime]
+    """UTC wall time of the parcel's arrival (where its clearance clock starts)."""
+    updated_seq: Mapped[int] = mapped_column(sa.BigInteger)
+    """``journal.seq`` of the last row that changed the parcel."""
+
+    __table_args__ = (
+        sa.Index("ix_open_parcels_site_line_tracking_id", "site", "line", "tracking_id"),
+    )
+
+
+class ActiveHoldRow(Base):
+    """A HAWB whose last accepted hold/lift command is a hold, kept like ``open_parcels``."""
+
+    __tablename__ = "active_holds"
+
+    site: Mapped[str] = mapped_column(sa.String, primary_key=True)
+    hawb: Mapped[str] = mapped_column(sa.String, primary_key=True)
+    placed_by: Mapped[str] = mapped_column(sa.String)
+    """The ``user`` of the hold command."""
+    reason: Mapped[str] = mapped_column(sa.String)
+    placed_at: Mapped[datetime]
+    """UTC wall time the hold was journalled."""
+    placed_seq: Mapped[int] = mapped_column(sa.BigInteger)
+
+
 journal_table: sa.Table = JournalRow.__table__  # type: ignore[assignment]
 forward_state_table: sa.Table = ForwardState.__table__  # type: ignore[assignment]
+open_parcels_table: sa.Table = OpenParcelRow.__table__  # type: ignore[assignment]
+active_holds_table: sa.Table = ActiveHoldRow.__table__  # type: ignore[assignment]
 metadata = Base.metadata
 
 JOURNAL_COLUMNS: tuple[str, ...] = tuple(c.name for c in journal_table.columns)

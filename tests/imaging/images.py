@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from controller.ports import ScanImage
+from controller.core.ports import ScanImage
 
 
 def parcel_image(

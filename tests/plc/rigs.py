@@ -14,9 +14,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from controller.alarms import Alarms
-from controller.clock import MonotonicClock
-from controller.config import Line
-from controller.domain import DestinationReply, Telegram
+from controller.core.clock import Clock, MonotonicClock
+from controller.core.domain import DestinationReply, Telegram
+from controller.core.settings import Line
 from plc_adapters.emulator import EmulatedPlc, PlcTiming
 from plc_adapters.inprocess import InProcessSorter
 from plc_adapters.layout import Layout
@@ -81,7 +81,7 @@ class Rig:
     plant: InProcessSorter | EmulatedPlc
     sorter: InProcessSorter | WireSorter
     alarms: Alarms
-    clock: MonotonicClock
+    clock: Clock
     received: list[Telegram] = field(default_factory=list)
     replies: list[DestinationReply] = field(default_factory=list)
     _reader: asyncio.Task[None] | None = None
@@ -138,12 +138,15 @@ async def open_rig(
     ring_size: int = 64,
     security: tuple[Security | None, Security | None] = (None, None),
     credentials: tuple[Credentials | None, Credentials | None] = (None, None),
+    plc_line: Line | None = None,
+    clock: Clock | None = None,
 ) -> AsyncIterator[Rig]:
     """A connected rig; ``opcua_host`` shares one OPC UA server between tests (one line
-    each); ``security`` and ``credentials`` are (server side, client side)."""
-    clock = MonotonicClock()
+    each); ``security`` and ``credentials`` are (server side, client side). ``plc_line``
+    (default :func:`line` under a fresh id) and ``clock`` (default monotonic) are the PLC's."""
+    clock = clock or MonotonicClock()
     alarms = Alarms(None, clock.now)
-    line_id = next(_line_ids)
+    line_id = plc_line.id if plc_line is not None else next(_line_ids)
     layout = Layout(ring_size, 8)
     if protocol == "inprocess":
         sorter = InProcessSorter(line_id, alarms=alarms)
@@ -167,7 +170,7 @@ async def open_rig(
         image: OpcUaServerImage | ModbusServerImage = OpcUaServerImage(host, line_id, layout)
     else:
         image = ModbusServerImage("127.0.0.1", 0, 1, layout)
-    plc = EmulatedPlc(line(line_id), layout, image, clock, PLC_TIMING)
+    plc = EmulatedPlc(plc_line or line(line_id), layout, image, clock, PLC_TIMING)
     await plc.start()
     if protocol == "opcua":
         transport: OpcUaTransport | ModbusTransport = OpcUaTransport(
@@ -184,7 +187,7 @@ async def open_rig(
         transport = ModbusTransport("127.0.0.1", image.port, 1, layout, timeout_s=2.0, retries=1)
     adapter = WireSorter(line_id, transport, layout, clock, alarms, link_timing(protocol))
     rig = Rig(protocol, plc, adapter, alarms, clock)
-    plc.on_reply = rig.replies.append
+    plc.on_reply_taken = rig.replies.append  # every reply at the PLC, credited or not
     rig.start_reading()
     try:
         yield rig

@@ -1,29 +1,75 @@
-"""The ``cargogate`` command line: run a site, check a site file, print the version."""
+"""The ``cargogate`` command line: run a site, check a site file, print the version.
+
+The other sub-commands (``simulate``, ``plc-emulator``, ``model`` ...) come from the adapter
+plugins (:mod:`controller.app.registry`): each is loaded only when it is run or listed, so
+``cargogate run`` on a site loads neither SimPy nor the emulator.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
+import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
+from typer.core import TyperGroup
 
 from controller import __version__
-from controller.assembly import Site, Snapshot
-from controller.config import ConfigError, SiteConfig, load_config
-from controller.inference.cli import model_app
-from controller.intake.cli import intake_app
-from controller.terminal import console, errors, print_problems, setup_logging
-from plc_adapters.cli import plc_emulator
-from simulation.cli import replay, simulate, sweep
+from controller.app import command_cli
+from controller.app.registry import Command, default_registry, resolve
+from controller.app.services import Services, Snapshot, StartupError
+from controller.app.site import SiteConfig, load_config
+from controller.app.terminal import console, errors, print_problems, setup_logging
+from controller.core.link import LinkState
+from controller.core.settings import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class PluginGroup(TyperGroup):
+    """The top-level group: its own commands, then every plugin's, each built on first use."""
+
+    # ctx and commands are typed Any: typer vendors its own click in recent releases
+    def list_commands(self, ctx: Any) -> list[str]:
+        own = super().list_commands(ctx)
+        return own + [name for name in plugin_commands() if name not in own]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        found = super().get_command(ctx, cmd_name)
+        command = plugin_commands().get(cmd_name)
+        if found is not None or command is None:
+            return found
+        return plugin_command(command)
+
+
+@functools.cache
+def plugin_commands() -> dict[str, Command]:
+    return {command.name: command for command in default_registry().commands()}
+
+
+@functools.cache
+def plugin_command(command: Command) -> Any:
+    """The click command for a plugin's ``Typer`` group or command function."""
+    target = resolve(command.target)
+    if isinstance(target, typer.Typer):
+        group = typer.main.get_group(target)
+        group.name = command.name
+        return group
+    single = typer.Typer(add_completion=False, rich_markup_mode="markdown")
+    single.command(command.name)(target)
+    return typer.main.get_command(single)
+
 
 app = typer.Typer(
+    cls=PluginGroup,
     help="CargoGate: customs clearance control for express cargo centers.",
     no_args_is_help=True,
     add_completion=False,
@@ -92,21 +138,13 @@ def run(
     except ConfigError as exc:
         print_problems(exc)
         raise typer.Exit(code=2) from None
-    except Exception as exc:
-        if not _is_model_problem(exc):
-            raise
+    except StartupError as exc:
+        # a site mistake (a missing model, a port in use), not a crash; traceback at debug
+        log.debug("start-up failed", exc_info=exc)
         errors.print(f"[red]cannot start:[/red] {exc}")
         raise typer.Exit(code=2) from None
     console.print(_view(config, final))
     console.print(f"journal: {config.store.journal_path}")
-
-
-def _is_model_problem(exc: BaseException) -> bool:
-    """A missing, malformed or mismatched X-ray model: a site mistake, not a crash."""
-    from controller.inference.contract import ModelContractError, PolicyClassesError
-    from controller.inference.session import ModelLoadError
-
-    return isinstance(exc, ModelContractError | PolicyClassesError | ModelLoadError)
 
 
 async def _run(config: SiteConfig, duration: float | None, show_live: bool) -> Snapshot:
@@ -114,12 +152,15 @@ async def _run(config: SiteConfig, duration: float | None, show_live: bool) -> S
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    site = Site(config)
+    services = Services(config)
     gc.freeze()  # the start-up objects live for the whole run: keep them out of collections
-    if not show_live:
-        return await site.run(duration, stop)
-    with Live(console=console, refresh_per_second=4, transient=True) as view:
-        return await site.run(duration, stop, report=lambda s: view.update(_view(config, s)))
+    async with services:
+        if not show_live:
+            return await services.run(duration, stop)
+        with Live(console=console, refresh_per_second=4, transient=True) as view:
+            return await services.run(
+                duration, stop, report=lambda s: view.update(_view(config, s))
+            )
 
 
 def _view(config: SiteConfig, snap: Snapshot) -> Group:
@@ -149,6 +190,10 @@ def _view(config: SiteConfig, snap: Snapshot) -> Group:
         f = snap.forwarder
         state = "[green]connected[/green]" if f.connected else f"[red]down[/red] {f.last_error}"
         head.add_row("central database", f"{state}, backlog {f.backlog}, shipped {f.shipped_total}")
+    if snap.links:
+        head.add_row("links", "  ".join(f"{n}: {_link(s)}" for n, s in snap.links.items()))
+    if snap.alarms:
+        head.add_row("alarms", f"[red]{len(snap.alarms)} active[/red]: {', '.join(snap.alarms)}")
     if snap.plant:
         p = snap.plant
         head.add_row(
@@ -179,18 +224,25 @@ def _items(value: object) -> list[tuple[str, object]]:
     return list(value.items())
 
 
+_LINK_STYLE = {
+    LinkState.UP: "green",
+    LinkState.CONNECTING: "yellow",
+    LinkState.DEGRADED: "yellow",
+    LinkState.DOWN: "red",
+}
+
+
+def _link(state: LinkState) -> str:
+    return f"[{_LINK_STYLE[state]}]{state.value}[/{_LINK_STYLE[state]}]"
+
+
 def _pct(value: object) -> str:
     return "-" if value is None else f"{float(value) * 100:.1f} %"  # type: ignore[arg-type]
 
 
-# the order of --help: run a site first, then the tools around it
+# the order of --help: run a site first, then the tools around it (the plugins' come last)
 app.add_typer(config_app, name="config")
-app.command()(simulate)
-app.command()(sweep)
-app.command()(replay)
-app.command("plc-emulator")(plc_emulator)
-app.add_typer(model_app, name="model")
-app.add_typer(intake_app, name="intake")
+command_cli.register(app)  # hold, lift, inspect, verdict, ack, close: to the running controller
 
 
 @app.command()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from controller.domain import InspectionOutcome, LaneKind
+from controller.core.domain import InspectionOutcome, LaneKind
 
 
 class ParcelState(StrEnum):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from types import MappingProxyType
 
-from controller.reasons import Reason
+from controller.core.reasons import Reason
 
 
 class LaneKind(StrEnum):
@@ -157,7 +157,8 @@ class EntryKind(StrEnum):
     CONFIRMATION = "confirmation"
     DEADLINE_MISS = "deadline_miss"
     ILLEGAL_TRANSITION = "illegal_transition"
-    INSPECTION_RESULT = "inspection_result"
+    INSPECTION_RESULT = "inspection_result"  # written by releases before operator commands
+    COMMAND = "command"  # an operator's or officer's command, accepted or refused
     ALARM = "alarm"
 
 

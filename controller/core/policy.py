@@ -3,7 +3,7 @@
 Release needs positive evidence — a known low risk and a clean X-ray, or an officer's clear
 where the policy allows a review. Every other case goes to inspection (or exception when the
 parcel cannot be identified), and the decision lists *every* reason that applied, so the audit
-log says why in full. Thresholds come from the site file (:class:`controller.config.Policy`).
+log says why in full. Thresholds come from the site file (:class:`controller.app.site.Policy`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from controller.config import Policy as PolicySettings
-from controller.domain import (
+from controller.core.domain import (
     Decision,
     LaneKind,
     ReviewOutcome,
@@ -22,7 +21,8 @@ from controller.domain import (
     XrayResult,
     XrayStatus,
 )
-from controller.reasons import Reason
+from controller.core.reasons import Reason
+from controller.core.settings import Policy as PolicySettings
 
 #: Bump when the rules below change meaning; thresholds are covered by the settings hash.
 RULES_REVISION = 1

@@ -7,7 +7,7 @@ import logging
 from rich.console import Console
 from rich.table import Table
 
-from controller.config import ConfigError
+from controller.core.settings import ConfigError
 
 console = Console()
 errors = Console(stderr=True)
@@ -27,11 +27,13 @@ def print_problems(exc: ConfigError) -> None:
 def setup_logging(level: str = "info") -> None:
     """Our log lines with time and source; libraries' chatter kept to what needs a person.
 
-    pymodbus dumps its last frames with every error and alembic narrates each migration; the
-    adapters and the journal already report those conditions in our own words.
+    pymodbus dumps its last frames with every error, asyncua narrates every reconnect attempt
+    and alembic each migration; the adapters and the journal already report those conditions
+    in our own words (alarms, link states).
     """
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    logging.getLogger("asyncua").setLevel(logging.ERROR)

@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from controller.domain import (
+from controller.core.commands import Command, CommandResult
+from controller.core.domain import (
     DestinationReply,
     JournalEntry,
     LaneStatus,
@@ -100,4 +101,12 @@ class Journal(Protocol):
 class AlarmSink(Protocol):
     def alarm(self, source: str, message: str, *, active: bool) -> None:
         """Record that an alarm began (``active``) or ended; idempotent per state, non-blocking."""
+        ...
+
+
+class OperatorCommands(Protocol):
+    async def execute(self, command: Command) -> CommandResult:
+        """Check ``command`` against the lifecycle, journal it durably with who and why
+        (refused ones too), then apply it. Never raises for a command a user got wrong: the
+        result says why it was refused."""
         ...

@@ -36,6 +36,7 @@ class Reason(IntEnum):
     LOST_TRACKING = 302
     LANE_UNAVAILABLE = 303
     MALFORMED_TELEGRAM = 304
+    OPERATOR_CLOSED = 305  # an operator closed the parcel (found off the belt, damaged, ...)
 
     # sorter outcomes and misses recorded in the journal (4xx)
     DEADLINE_MISSED = 400

@@ -1,23 +1,19 @@
-"""The site file: one YAML document, validated by pydantic at start-up.
+"""The core's own settings: belt geometry, lanes, line timing, the decision policy and the
+clearance target, plus the error every settings loader raises.
 
-Unknown keys are refused, so a typo fails at load with its path. Adapters are chosen by their
-``type`` field (a discriminated union); an integrator adds an adapter by adding its settings
-model to the matching union here and its factory to :mod:`controller.assembly`.
+Only the standard library and pydantic: the application layer extends these models with the
+adapters a site names (:mod:`controller.app.site`). Unknown keys are refused, so a typo fails
+at load with its path.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Literal
+from collections.abc import Sequence
+from typing import TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
 
-from controller.domain import LaneKind
-from controller.inference.settings import OnnxXray
-from controller.intake.settings import Intake
-from plc_adapters.settings import ModbusSorter, OpcUaSorter
-from simulation.settings import TwinPlant
+from controller.core.domain import LaneKind
 
 
 class Strict(BaseModel):
@@ -63,17 +59,6 @@ class Lane(Strict):
     capacity_per_h: int = Field(default=6000, ge=1)
 
 
-class InProcessSorter(Strict):
-    """The sorter is played in this process (plant stand-in, twin, tests)."""
-
-    type: Literal["inprocess"] = "inprocess"
-
-
-SorterSettings = Annotated[
-    InProcessSorter | OpcUaSorter | ModbusSorter, Field(discriminator="type")
-]
-
-
 class Line(Strict):
     id: str = Field(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9_-]+$")
     belt: Belt = Belt()
@@ -81,7 +66,6 @@ class Line(Strict):
     reply_budget_s: float = Field(default=0.05, ge=0)
     """Time kept back from each deadline for the journal commit and the reply write."""
     lanes: list[Lane] = Field(min_length=1)
-    sorter: SorterSettings = InProcessSorter()
 
     @model_validator(mode="after")
     def _lanes_sane(self) -> Line:
@@ -162,99 +146,20 @@ class Clearance(Strict):
     windows_s: list[PositiveFloat] = [300.0, 900.0, 3600.0]
 
 
-class Store(Strict):
-    journal_path: Path = Path("var/journal.sqlite")
-    group_commit_ms: float = Field(default=2.0, ge=0, le=1000)
-    central_url: str | None = None
-    forward_interval_s: PositiveFloat = 1.0
-    forward_batch: int = Field(default=1000, ge=1)
-    recovery_horizon_h: PositiveFloat = 24.0
-    """At start-up, parcels left open in the journal this recently are taken back."""
+class SiteCore(Strict):
+    """What the core needs of a site: its lines, the policy and the clearance target."""
 
-
-class FileRiskFeed(Strict):
-    type: Literal["file"]
-    path: Path
-    poll_s: PositiveFloat = 5.0
-
-
-class HttpRiskFeed(Strict):
-    type: Literal["http"]
-    url: str = Field(pattern=r"^https?://")
-    poll_s: PositiveFloat = 5.0
-    timeout_s: PositiveFloat = 5.0
-
-
-RiskFeedSettings = Annotated[FileRiskFeed | HttpRiskFeed, Field(discriminator="type")]
-
-
-class NoXray(Strict):
-    """No on-site inference: every parcel has XRAY_MISSING and goes to inspection."""
-
-    type: Literal["none"] = "none"
-
-
-class PlantXray(Strict):
-    """X-ray scores come from the plant model's detector (the digital twin; demos)."""
-
-    type: Literal["plant"]
-
-
-XraySettings = Annotated[NoXray | PlantXray | OnnxXray, Field(discriminator="type")]
-
-
-class NoReview(Strict):
-    """No on-screen review room: parcels that would need a review go to inspection."""
-
-    type: Literal["none"] = "none"
-
-
-class PlantReview(Strict):
-    """The plant model's officers review on screen (the digital twin; demos)."""
-
-    type: Literal["plant"]
-
-
-ReviewSettings = Annotated[NoReview | PlantReview, Field(discriminator="type")]
-
-
-class SiteConfig(Strict):
     site: SiteInfo
-    lines: list[Line] = Field(min_length=1)
+    lines: Sequence[Line] = Field(min_length=1)
     policy: Policy = Policy()
     clearance: Clearance = Clearance()
-    store: Store = Store()
-    risk_feeds: list[RiskFeedSettings] = []
-    xray: XraySettings = NoXray()
-    intake: Intake | None = None
-    review: ReviewSettings = NoReview()
-    plant: TwinPlant | None = None
 
     @model_validator(mode="after")
-    def _lines_unique(self) -> SiteConfig:
+    def _lines_unique(self) -> SiteCore:
         ids = [line.id for line in self.lines]
         repeated = sorted({i for i in ids if ids.count(i) > 1})
         if repeated:
             raise ValueError(f"line ids must be unique; repeated: {repeated}")
-        return self
-
-    @model_validator(mode="after")
-    def _onnx_needs_intake(self) -> SiteConfig:
-        if self.xray.type == "onnx" and self.intake is None:
-            raise ValueError(
-                "xray.type 'onnx' scores scanner images, but there is no 'intake' section "
-                "saying where the images come from"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _plant_ports_need_a_plant(self) -> SiteConfig:
-        users = [name for name in ("xray", "review") if getattr(self, name).type == "plant"]
-        if users and self.plant is None:
-            raise ValueError(
-                f"{' and '.join(users)} of type 'plant' come from the plant model, but no "
-                "'plant' section is configured"
-            )
         return self
 
 
@@ -269,26 +174,14 @@ class ConfigError(Exception):
         super().__init__("\n".join(lines))
 
 
-def load_config(path: Path) -> SiteConfig:
-    """Read and validate a site file; raise :class:`ConfigError` listing every problem."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), [("(file)", str(path), exc.strerror or str(exc))]) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(yaml)"
-        raise ConfigError(str(path), [(where, "-", f"not valid YAML: {exc}")]) from None
-    if not isinstance(raw, dict):
-        raise ConfigError(str(path), [("(document)", repr(raw)[:60], "must be a mapping")])
-    return parse_config(raw, source=str(path))
+Model = TypeVar("Model", bound=BaseModel)
 
 
-def parse_config(raw: dict[str, object], source: str = "<config>") -> SiteConfig:
+def validate(model: type[Model], raw: dict[str, object], source: str = "<config>") -> Model:
+    """Validate ``raw`` as ``model``; raise :class:`ConfigError` listing every problem with
+    its path as the file spells it, the value found and what was expected."""
     try:
-        return SiteConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from controller.reasons import Reason
+from controller.core.reasons import Reason
 
 
 @dataclass(slots=True)

@@ -1,0 +1,327 @@
+"""One site's services with one lifecycle: built from the site file, started and stopped as one.
+
+:class:`Services` enters every part with an ``async with`` on one
+:class:`contextlib.AsyncExitStack`, in dependency order (journal, forwarder, alarms, then the
+adapters), recovers the parcels and holds the journal shows open, loads the risk feeds, and
+:meth:`Services.run` serves with every background task in one :class:`asyncio.TaskGroup`.
+Leaving stops them in reverse, each step bounded: adapters close (links drop, the inference
+session ends), pending alarm rows and threat reports are written, the forwarder ships the
+journal tail, and the journal flushes last. Every adapter's link state is one call away
+(:meth:`Services.links`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+from controller.alarms import Alarms
+from controller.app.command_channel import CommandChannel
+from controller.app.parts import Plant, assemble
+from controller.app.registry import Registry, default_registry
+from controller.app.site import SiteConfig
+from controller.core.clock import Clock
+from controller.core.link import LinkState
+from controller.lines import Controller
+from controller.recovery import recover
+from controller.risk import RiskBook
+from controller.store.forwarder import ForwarderStatus, JournalForwarder
+from controller.store.journal import SqliteJournal
+
+log = logging.getLogger(__name__)
+
+CLOSE_LIMIT_S = 10.0
+"""How long one part may take to stop before the shutdown moves on without it."""
+SHIP_LIMIT_S = 10.0
+"""How long the forwarder may ship the journal tail at shutdown (the rest goes next start)."""
+
+
+@dataclass
+class Snapshot:
+    """What the live view shows, taken once per refresh."""
+
+    clock_s: float
+    kpis: dict[str, object]
+    open_parcels: int
+    risk_results: int
+    journal_rows: int
+    journal_commits: int
+    forwarder: ForwarderStatus | None
+    plant: dict[str, int] = field(default_factory=dict)
+    links: dict[str, LinkState] = field(default_factory=dict)
+    alarms: list[str] = field(default_factory=list)
+    """Sources of the alarms active now."""
+
+
+Reporter = Callable[[Snapshot], None]
+
+
+class StartupError(Exception):
+    """A part could not start (a missing model, a port in use ...): names the part; the
+    cause is chained."""
+
+    def __init__(self, part: str, cause: BaseException) -> None:
+        super().__init__(f"{part}: {type(cause).__name__}: {cause}")
+        self.part = part
+
+
+class Services:
+    """Every part of one site with one lifecycle: ``async with`` starts and stops them all;
+    :meth:`run` serves (entering the lifecycle itself when called outside one).
+
+    Building (the constructor) does no I/O beyond what a plant needs to prepare; it builds
+    every part ``config`` names through ``registry`` (default: every installed plugin).
+    """
+
+    def __init__(self, config: SiteConfig, registry: Registry | None = None) -> None:
+        self.parts = parts = assemble(config, registry or default_registry())
+        self.config: SiteConfig = parts.config
+        self.controller: Controller = parts.controller
+        self.journal: SqliteJournal = parts.journal
+        self.alarms: Alarms = parts.alarms
+        self.forwarder: JournalForwarder | None = parts.forwarder
+        self.book: RiskBook = parts.book
+        self.clock: Clock = parts.clock
+        self.plant: Plant = parts.plant
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return self._stack is not None
+
+    async def __aenter__(self) -> Self:
+        if self._stack is not None:
+            raise RuntimeError("the services are already started")
+        stack = contextlib.AsyncExitStack()
+        try:
+            await stack.enter_async_context(self.journal)  # stops last: every row lands
+            if self.forwarder is not None:
+                await stack.enter_async_context(bounded(self.forwarder, "forwarder"))
+                stack.push_async_callback(self._ship_tail, self.forwarder)
+            await stack.enter_async_context(bounded(self.alarms, "alarms"))
+            reports = self.parts.intake.reports if self.parts.intake else None
+            drain = getattr(reports, "drain", None)
+            if drain is not None:
+                stack.push_async_callback(_drain, drain, "threat reports")
+            for name, part in self.parts.named:
+                try:
+                    await stack.enter_async_context(bounded(lifecycle(part), name))
+                except Exception as exc:
+                    raise StartupError(name, exc) from exc
+            await self.recover()
+            await self._first_risk_load()
+            if self.config.commands.enabled:  # operators act once the state is recovered
+                channel = CommandChannel.from_settings(self.config.commands, self.controller)
+                try:
+                    await stack.enter_async_context(channel)
+                except Exception as exc:
+                    raise StartupError("commands", exc) from exc
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def _ship_tail(self, forwarder: JournalForwarder) -> None:
+        """Ship what the central database still lacks, for at most :data:`SHIP_LIMIT_S`;
+        the rest stays in the local journal and goes on the next start."""
+        try:
+            async with asyncio.timeout(SHIP_LIMIT_S):
+                while await forwarder.forward_once() > 0:
+                    pass
+        except TimeoutError:
+            log.info(
+                "journal tail not all shipped within %g s; the rest goes next start", SHIP_LIMIT_S
+            )
+        except Exception:
+            log.exception("shipping the journal tail failed; it goes on the next start")
+
+    async def recover(self) -> None:
+        """Take back the parcels and holds the journal shows open (a restart loses none)."""
+        wall_now, now = datetime.now(UTC), self.clock.now()
+        store = self.config.store
+        recovered = await asyncio.to_thread(
+            recover, self.journal.url, self.config.site.id, now, wall_now, store.recovery_horizon_h
+        )
+        for line_id, line in self.controller.lines.items():
+            line.restore([p for p in recovered.parcels if p.line == line_id])
+        for hold in recovered.holds:
+            since = now - (wall_now - hold.placed_at).total_seconds()
+            self.parts.holds.hold(hold.hawb, hold.reason, hold.user, since)
+        if recovered.parcels or recovered.holds:
+            log.info(
+                "recovered %d open parcel(s) and %d hold(s) from the journal",
+                len(recovered.parcels),
+                len(recovered.holds),
+            )
+        if recovered.beyond_horizon:
+            self.alarms.alarm(
+                "recovery/beyond-horizon",
+                f"{recovered.beyond_horizon} parcel(s) open in the journal arrived more than "
+                f"{store.recovery_horizon_h:g} h ago: not taken back, find them by hand",
+                active=True,
+            )
+
+    async def _first_risk_load(self) -> None:
+        """Load every feed once before the first scan."""
+        if self.parts.feeds:
+            problems = await self.book.refresh_once([feed for feed, _ in self.parts.feeds])
+            log.info("risk feeds: %d results loaded, %d problems", len(self.book), len(problems))
+
+    # --- serving -----------------------------------------------------------------------------
+
+    async def run(
+        self,
+        duration_s: float | None = None,
+        stop: asyncio.Event | None = None,
+        report: Reporter | None = None,
+        report_every_s: float = 1.0,
+    ) -> Snapshot:
+        """Serve until ``stop`` is set, or until the plant has played ``duration_s`` wall
+        seconds and the lines have drained what it sent. Returns the final snapshot."""
+        if self._stack is None:
+            async with self:
+                return await self.run(duration_s, stop, report, report_every_s)
+        stop = stop or asyncio.Event()
+        async with asyncio.TaskGroup() as group:
+            background = [
+                group.create_task(work, name=name)
+                for name, work in self._background(report, report_every_s)
+            ]
+            serving = group.create_task(self.controller.run(), name="controller")
+            playing = group.create_task(self.plant.play(duration_s, stop), name="plant")
+            stopping = group.create_task(stop.wait(), name="stop")
+            await asyncio.wait({serving, playing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not stop.is_set() and playing.done() and not serving.done():
+                # the plant ended its sorters' streams: let the lines finish what it sent
+                await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (serving, playing, stopping, *background):
+                task.cancel()
+        final = self.snapshot()
+        if report is not None:
+            report(final)
+        return final
+
+    def _background(
+        self, report: Reporter | None, every_s: float
+    ) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+        """The tasks that run beside the lines for as long as the site serves."""
+        work: list[tuple[str, Coroutine[Any, Any, None]]] = []
+        if self.parts.feeds:
+            poll = min(poll_s for _, poll_s in self.parts.feeds)
+            work.append(("risk feeds", self.book.run([f for f, _ in self.parts.feeds], poll)))
+        if self.forwarder is not None:
+            work.append(("forwarder", self.forwarder.run()))
+        intake = self.parts.intake
+        if intake is not None:
+            work.append(("intake matcher", intake.matcher.run()))
+            for name, source in intake.sources.items():
+                work.append((f"intake {name}", source.run()))
+        if report is not None:
+            work.append(("report", self._report(report, every_s)))
+        return work
+
+    async def _report(self, report: Reporter, every_s: float) -> None:
+        while True:
+            report(self.snapshot())
+            await asyncio.sleep(every_s)
+
+    # --- state -------------------------------------------------------------------------------
+
+    def links(self) -> dict[str, LinkState]:
+        """The link state of every part that has one (sorters, feeds, the inference service,
+        the central database), read from plain attributes: no client is asked."""
+        states: dict[str, LinkState] = {}
+        if self.forwarder is not None:
+            states["central database"] = self.forwarder.link_state
+        if self.parts.feeds:
+            states["risk feeds"] = self.book.link_state
+        for name, part in self.parts.named:
+            state = getattr(part, "link_state", None)
+            if isinstance(state, LinkState):
+                states[name] = state
+        return states
+
+    def snapshot(self) -> Snapshot:
+        now = self.clock.now()
+        return Snapshot(
+            clock_s=now,
+            kpis=self.controller.kpis.snapshot(now),
+            open_parcels=self.controller.open_parcels(),
+            risk_results=len(self.book),
+            journal_rows=self.journal.rows_written,
+            journal_commits=self.journal.commits,
+            forwarder=self.forwarder.status if self.forwarder else None,
+            plant=dict(self.plant.counts()),
+            links=self.links(),
+            alarms=sorted(self.alarms.active),
+        )
+
+
+@contextlib.asynccontextmanager
+async def lifecycle(part: object) -> AsyncIterator[object]:
+    """The one lifecycle every adapter gets: ``async with`` if it is an async context
+    manager; otherwise its ``aclose()`` (or a coroutine ``close()``) at exit; otherwise none."""
+    enter, leave = getattr(part, "__aenter__", None), getattr(part, "__aexit__", None)
+    if enter is not None and leave is not None:
+        async with part:  # type: ignore[attr-defined]
+            yield part
+        return
+    closer = getattr(part, "aclose", None) or getattr(part, "close", None)
+    try:
+        yield part
+    finally:
+        if closer is not None and inspect.iscoroutinefunction(closer):
+            await closer()
+
+
+@contextlib.asynccontextmanager
+async def bounded(
+    manager: contextlib.AbstractAsyncContextManager[Any], name: str, limit_s: float = CLOSE_LIMIT_S
+) -> AsyncIterator[object]:
+    """``manager`` whose exit may take at most ``limit_s``: a part that hangs while stopping
+    is logged and left behind so the rest of the shutdown (the journal) still happens."""
+    value = await manager.__aenter__()
+    try:
+        yield value
+    except BaseException as exc:
+        await _within(manager.__aexit__(type(exc), exc, exc.__traceback__), name, limit_s)
+        raise
+    else:
+        await _within(manager.__aexit__(None, None, None), name, limit_s)
+
+
+async def _drain(drain: Callable[[], Coroutine[Any, Any, object]], name: str) -> None:
+    """Await ``drain()`` (pending writes), bounded."""
+    await _within(drain(), name)
+
+
+async def _within(
+    work: Coroutine[Any, Any, object], name: str, limit_s: float = CLOSE_LIMIT_S
+) -> None:
+    try:
+        async with asyncio.timeout(limit_s):
+            await work
+    except TimeoutError:
+        log.error("%s did not stop within %g s; shutting down without it", name, limit_s)
+    except Exception:
+        log.exception("%s failed while stopping", name)

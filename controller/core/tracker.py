@@ -1,0 +1,656 @@
+"""The line tracker: every rule of the decision flow for one sorter line, stated once, sans-IO.
+
+Events go in as method calls — a destination request, the evidence (risk and X-ray results),
+an officer's review, the decision made durable, a divert confirmation, an operator's command —
+each with the time it happened; the tracker answers with :data:`Effect` values for its driver
+to carry out: gather evidence until a cutoff, ask an officer, journal entries, reply to the
+sorter, abandon a parcel's pending work. It never awaits, sleeps or reads a clock, so the
+asyncio controller (:mod:`controller.lines`) drives it in production and the digital twin's
+fast fidelity drives the very same object from SimPy events.
+
+The decision flow, for each destination request:
+
+1. admit the parcel (a first scan opens it; a recirculating parcel comes round for another
+   lap; anything else means tracking cannot be trusted and the parcel closes as exception);
+2. a malformed telegram, a no-read or the lap limit decides at once (exception); otherwise
+   gather the evidence until the cutoff (the deadline minus the reply budget) — what is not in
+   by then counts as missing or late;
+3. decide by the policy, first asking an officer while time remains when only a review can
+   lift the reasons to inspect;
+4. choose the lane (the decided kind with the most spare capacity, else exception), journal
+   the decision, and reply only once the entry is durable and the deadline has not passed;
+   otherwise the PLC's default lane stands and the miss is journalled.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
+from types import MappingProxyType
+
+from controller.core.commands import ForceClose, RecordInspection, RecordVerdict
+from controller.core.domain import (
+    Decision,
+    DestinationReply,
+    DestinationRequest,
+    DivertConfirmation,
+    DivertStatus,
+    EntryKind,
+    JournalEntry,
+    LaneKind,
+    LaneStatus,
+    ReviewOutcome,
+    RiskResult,
+    XrayResult,
+    XrayStatus,
+)
+from controller.core.holds import Holds
+from controller.core.kpi import Kpis
+from controller.core.lifecycle import (
+    AFTER_DIVERT,
+    AFTER_INSPECTION,
+    IllegalTransitionError,
+    Parcel,
+    ParcelState,
+)
+from controller.core.policy import DecisionPolicy, PolicyInputs
+from controller.core.ports import ReviewRequest
+from controller.core.reasons import Reason
+from controller.core.settings import Lane, Line
+
+# --- effects: what the driver must do --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Gather:
+    """Fetch the parcel's risk and X-ray results until ``cutoff``, then call
+    :meth:`LineTracker.evidence` with what came (None for what did not)."""
+
+    tracking_id: int
+    hawb: str
+    cutoff: float
+
+
+@dataclass(frozen=True, slots=True)
+class AskReview:
+    """Ask an officer until ``request.deadline``, then call :meth:`LineTracker.reviewed`
+    (None if no verdict came). A verdict command may answer first."""
+
+    request: ReviewRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """Journal ``entries``. With ``awaiting`` set, call :meth:`LineTracker.journalled` for
+    that tracking id once they are durable (or the write failed): the reply waits on it."""
+
+    entries: tuple[JournalEntry, ...]
+    awaiting: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Write ``reply`` to the sorter now; ``reasons`` are every reason for the decision."""
+
+    reply: DestinationReply
+    reasons: tuple[Reason, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Abandon:
+    """Stop gathering evidence or waiting for a review for this parcel: it is settled."""
+
+    tracking_id: int
+
+
+Effect = Gather | AskReview | Record | Reply | Abandon
+
+
+class Phase(Enum):
+    GATHERING = "gathering"
+    REVIEWING = "reviewing"
+    JOURNALLING = "journalling"
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A parcel between its destination request and its reply (or miss)."""
+
+    parcel: Parcel
+    deadline: float
+    cutoff: float
+    phase: Phase = Phase.GATHERING
+    inputs: PolicyInputs | None = None
+    decision: Decision | None = None
+    lane: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A command the lifecycle does not allow now, and why."""
+
+    message: str
+
+
+@dataclass(slots=True)
+class Planned:
+    """An accepted command: journal ``entry`` durably first, then call ``commit``."""
+
+    entry: JournalEntry
+    commit: Callable[[float], list[Effect]] = field(repr=False)
+
+
+_NO_DATA: Mapping[str, object] = MappingProxyType({})
+_TRANSITION, _CONFIRMATION = EntryKind.TRANSITION, EntryKind.CONFIRMATION
+_SCANNED, _DECIDED, _DEFAULTED = ParcelState.SCANNED, ParcelState.DECIDED, ParcelState.DEFAULTED
+_EXCEPTION, _RECIRCULATING = ParcelState.EXCEPTION, ParcelState.RECIRCULATING
+_IN_INSPECTION = ParcelState.IN_INSPECTION
+_AVAILABLE = LaneStatus.AVAILABLE
+_INSPECTION = LaneKind.INSPECTION
+
+_RECIRCULATED = {
+    DivertStatus.MISSED: Reason.DIVERT_MISSED,
+    DivertStatus.LANE_FULL: Reason.LANE_FULL,
+}
+
+
+class LaneLoad:
+    """Parcels sent to each lane over the last ``window_s``, as a share of its capacity."""
+
+    def __init__(self, window_s: float = 60.0) -> None:
+        self.window_s = window_s
+        self._sent: dict[int, deque[float]] = {}
+
+    def assigned(self, lane: int, now: float) -> None:
+        self._sent.setdefault(lane, deque()).append(now)
+
+    def utilisation(self, lane: Lane, now: float) -> float:
+        sent = self._sent.get(lane.id)
+        if not sent:
+            return 0.0
+        while sent and sent[0] < now - self.window_s:
+            sent.popleft()
+        return len(sent) / (lane.capacity_per_h * self.window_s / 3600)
+
+
+class LineTracker:
+    """Tracks and decides every parcel of one line. Not thread-safe; never blocks.
+
+    ``lane_status`` reads the PLC's latest lane status words (lanes not listed are available);
+    ``ask_reviews`` says whether anyone reviews images on screen (else no review is asked).
+    """
+
+    def __init__(
+        self,
+        line: Line,
+        policy: DecisionPolicy,
+        kpis: Kpis,
+        holds: Holds,
+        lane_status: Callable[[], Mapping[int, LaneStatus]],
+        ask_reviews: bool = False,
+    ) -> None:
+        self.line = line
+        self.policy = policy
+        self.kpis = kpis
+        self.holds = holds
+        self.lane_status = lane_status
+        self.ask_reviews = ask_reviews
+        self.rng = random.Random(f"{policy.settings.seed}/{line.id}")
+        self.on_belt: dict[int, Parcel] = {}
+        self.in_inspection: dict[str, deque[Parcel]] = {}
+        self.pending: dict[int, _Pending] = {}
+        self.load = LaneLoad()
+        self._lane_kind = {lane.id: lane.kind for lane in line.lanes}
+        self._window = line.belt.decision_window_s
+        self._cutoff = line.belt.decision_window_s - line.reply_budget_s
+
+    # --- destination requests ----------------------------------------------------------
+
+    def request(self, request: DestinationRequest, now: float) -> list[Effect]:
+        parcel, entries = self._admit(request, now)
+        if parcel is None:
+            return [*self._settle(request.tracking_id), Record(tuple(entries))]
+        deadline = request.scan_time + self._window
+        pending = _Pending(parcel, deadline, request.scan_time + self._cutoff)
+        self.pending[parcel.tracking_id] = pending
+        version = self.policy.version
+        if request.fault:
+            decision = Decision(LaneKind.EXCEPTION, (Reason.MALFORMED_TELEGRAM,), version)
+            return self._decide(pending, decision, {"fault": request.fault}, now, entries)
+        if not request.barcode:
+            decision = Decision(LaneKind.EXCEPTION, (Reason.NO_READ,), version)
+            return self._decide(pending, decision, {"no_read": True}, now, entries)
+        if parcel.laps >= self.line.lap_limit:
+            decision = Decision(LaneKind.EXCEPTION, (Reason.LAP_LIMIT,), version)
+            return self._decide(pending, decision, {"laps": parcel.laps}, now, entries)
+        return [Record(tuple(entries)), Gather(parcel.tracking_id, parcel.hawb, pending.cutoff)]
+
+    def _admit(
+        self, request: DestinationRequest, now: float
+    ) -> tuple[Parcel | None, list[JournalEntry]]:
+        """Open a parcel for a first scan, or bring a recirculating one round for another lap."""
+        parcel = self.on_belt.get(request.tracking_id)
+        if parcel is None:
+            arrived = request.scan_time - self.line.belt.induct_to_scan_s
+            parcel = Parcel(self.line.id, request.tracking_id, request.barcode, arrived)
+            parcel.stamps[ParcelState.SCANNED] = now
+            self.on_belt[request.tracking_id] = parcel
+            self.kpis.arrived(self.line.id, parcel.tracking_id, arrived)
+            data = {"seq": request.seq, "scan_time": request.scan_time, "arrived_at": arrived}
+            return parcel, [self._entry(_TRANSITION, parcel, now, None, _SCANNED, data=data)]
+        try:
+            previous = parcel.move(ParcelState.SCANNED, now)
+        except IllegalTransitionError as exc:
+            # Came round again without a confirmation: tracking cannot be trusted.
+            return None, [self._illegal(parcel, exc, now), *self._close_lost(parcel, now)]
+        parcel.laps += 1
+        parcel.stamps[ParcelState.SCANNED] = now
+        data = {"seq": request.seq, "scan_time": request.scan_time, "lap": parcel.laps}
+        return parcel, [self._entry(_TRANSITION, parcel, now, previous, _SCANNED, data=data)]
+
+    # --- evidence, review and decision ---------------------------------------------------
+
+    def evidence(
+        self, tracking_id: int, risk: RiskResult | None, xray: XrayResult | None, now: float
+    ) -> list[Effect]:
+        """The evidence gathered by the cutoff; ``xray`` None means none came in time."""
+        pending = self.pending.get(tracking_id)
+        if pending is None or pending.phase is not Phase.GATHERING:
+            return []
+        parcel = pending.parcel
+        inputs = PolicyInputs(
+            no_read=False,
+            risk=risk,
+            xray=xray or XrayResult.fault(XrayStatus.LATE, "no result by the deadline"),
+            held=parcel.hawb in self.holds,
+            audit_draw=self.rng.random(),
+        )
+        decision = self.policy.decide(inputs)
+        if (
+            decision.destination is _INSPECTION
+            and self.ask_reviews
+            and now < pending.cutoff
+            and self.policy.wants_review(inputs)
+        ):
+            pending.phase = Phase.REVIEWING
+            pending.inputs = inputs
+            ask = ReviewRequest(
+                self.line.id, tracking_id, parcel.hawb, risk, inputs.xray, pending.cutoff
+            )
+            return [AskReview(ask)]
+        return self._decide(pending, decision, describe(inputs), now)
+
+    def reviewed(self, tracking_id: int, outcome: ReviewOutcome | None, now: float) -> list[Effect]:
+        """An officer's verdict, or None when the cutoff came first."""
+        pending = self.pending.get(tracking_id)
+        if pending is None or pending.phase is not Phase.REVIEWING or pending.inputs is None:
+            return []
+        inputs = replace(pending.inputs, review=outcome)
+        return self._decide(pending, self.policy.decide(inputs), describe(inputs), now)
+
+    def _decide(
+        self,
+        pending: _Pending,
+        decision: Decision,
+        inputs: Mapping[str, object],
+        now: float,
+        entries: list[JournalEntry] | None = None,
+    ) -> list[Effect]:
+        parcel = pending.parcel
+        lane = self._lane_for(decision.destination, now)
+        if lane is not None and self._lane_kind[lane] is not decision.destination:
+            decision = replace(
+                decision,
+                destination=LaneKind.EXCEPTION,
+                reasons=(Reason.LANE_UNAVAILABLE, *decision.reasons),
+            )
+        applied = lane is not None and now <= pending.deadline
+        entry = JournalEntry(
+            ts=now,
+            kind=EntryKind.DECISION,
+            line=self.line.id,
+            tracking_id=parcel.tracking_id,
+            hawb=parcel.hawb,
+            state_from=_SCANNED.value if applied else "",
+            state_to=_DECIDED.value if applied else "",
+            destination=decision.destination.value,
+            lane=lane,
+            reasons=decision.reasons,
+            policy_version=decision.policy_version,
+            data={**inputs, "deadline": pending.deadline, "lap": parcel.laps},
+        )
+        pending.phase = Phase.JOURNALLING
+        pending.decision = decision
+        pending.lane = lane
+        return [Record((*(entries or ()), entry), awaiting=parcel.tracking_id)]
+
+    def journalled(self, tracking_id: int, now: float, error: str = "") -> list[Effect]:
+        """The decision's entry is durable (``error`` empty) or could not be written."""
+        pending = self.pending.get(tracking_id)
+        if pending is None or pending.phase is not Phase.JOURNALLING:
+            return []
+        del self.pending[tracking_id]
+        parcel, decision, lane = pending.parcel, pending.decision, pending.lane
+        if error:
+            return self._miss(parcel, pending.deadline, now, f"journal write failed: {error}")
+        if lane is None or decision is None:
+            why = "no lane of the decided kind or exception available"
+            return self._miss(parcel, pending.deadline, now, why)
+        if now > pending.deadline or parcel.state is not _SCANNED:
+            return self._miss(parcel, pending.deadline, now, "decided after the deadline")
+        parcel.move(_DECIDED, now)
+        self.load.assigned(lane, now)
+        self.kpis.decided(self.line.id, lane, decision.reasons)
+        reply = DestinationReply(self.line.id, parcel.tracking_id, lane, decision.reasons[0])
+        return [Reply(reply, decision.reasons)]
+
+    def _lane_for(self, destination: LaneKind, now: float) -> int | None:
+        """The available lane of the decided kind with the most spare capacity (recent
+        assignments against ``capacity_per_h``); exception lanes if none; else None."""
+        status = self.lane_status()
+        for kind in (destination, LaneKind.EXCEPTION):
+            open_lanes = [
+                lane
+                for lane in self.line.lanes_of(kind)
+                if status.get(lane.id, _AVAILABLE) is _AVAILABLE
+            ]
+            if len(open_lanes) == 1:
+                return open_lanes[0].id
+            if open_lanes:
+                return min(open_lanes, key=lambda lane: self.load.utilisation(lane, now)).id
+        return None
+
+    def _miss(self, parcel: Parcel, deadline: float, now: float, why: str) -> list[Effect]:
+        """Record a missed deadline; the parcel awaits the PLC's default-lane confirmation."""
+        if parcel.state is not ParcelState.SCANNED:
+            return []
+        parcel.move(ParcelState.DEFAULTED, now)
+        self.kpis.deadline_misses += 1
+        entry = JournalEntry(
+            ts=now,
+            kind=EntryKind.DEADLINE_MISS,
+            line=self.line.id,
+            tracking_id=parcel.tracking_id,
+            hawb=parcel.hawb,
+            state_from=ParcelState.SCANNED.value,
+            state_to=ParcelState.DEFAULTED.value,
+            reasons=(Reason.DEADLINE_MISSED,),
+            data={"deadline": deadline, "late_by_s": now - deadline, "why": why},
+        )
+        return [Record((entry,))]
+
+    def _settle(self, tracking_id: int) -> list[Effect]:
+        """Forget a parcel's pending decision; its driver work is abandoned."""
+        if self.pending.pop(tracking_id, None) is None:
+            return []
+        return [Abandon(tracking_id)]
+
+    # --- divert confirmations ------------------------------------------------------------
+
+    def confirm(self, confirmation: DivertConfirmation, now: float) -> list[Effect]:
+        parcel = self.on_belt.get(confirmation.tracking_id)
+        if parcel is None:
+            return self._alarm(confirmation, "confirmation for unknown tracking id", now)
+        effects: list[Effect] = []
+        if parcel.state is _SCANNED:  # the PLC acted before our reply
+            pending = self.pending.get(parcel.tracking_id)
+            deadline = pending.deadline if pending else now
+            effects += self._settle(parcel.tracking_id)
+            effects += self._miss(parcel, deadline, now, "confirmation arrived before the reply")
+        target, reason, alarm = self._outcome(confirmation, now)
+        effects += alarm
+        previous = parcel.state
+        try:
+            parcel.move(target, now)
+        except IllegalTransitionError as exc:
+            return [*effects, Record((self._illegal(parcel, exc, now),))]
+        entry = self._entry(
+            _CONFIRMATION,
+            parcel,
+            now,
+            previous,
+            target,
+            lane=confirmation.lane,
+            reasons=(reason,) if reason else (),
+            data={"seq": confirmation.seq, "status": confirmation.status.name},
+        )
+        effects.append(Record((entry,)))
+        if target is _RECIRCULATING:
+            self.kpis.recirculations += 1
+        elif target is _IN_INSPECTION:
+            del self.on_belt[parcel.tracking_id]
+            self.in_inspection.setdefault(parcel.hawb, deque()).append(parcel)
+        else:
+            del self.on_belt[parcel.tracking_id]
+            self._closed(parcel, now)
+        return effects
+
+    def _outcome(
+        self, confirmation: DivertConfirmation, now: float
+    ) -> tuple[ParcelState, Reason | None, list[Effect]]:
+        status = confirmation.status
+        if status in _RECIRCULATED:
+            return ParcelState.RECIRCULATING, _RECIRCULATED[status], []
+        if status is DivertStatus.LOST_TRACKING:
+            return ParcelState.EXCEPTION, Reason.LOST_TRACKING, []
+        kind = self._lane_kind.get(confirmation.lane)
+        if kind is None:
+            alarm = self._alarm(confirmation, "diverted to a lane not in the config", now)
+            return ParcelState.EXCEPTION, Reason.LANE_UNAVAILABLE, alarm
+        reason = Reason.PLC_DEFAULTED if status is DivertStatus.DEFAULTED else None
+        return AFTER_DIVERT[kind], reason, []
+
+    # --- operator commands ---------------------------------------------------------------
+
+    def plan(
+        self, command: RecordInspection | RecordVerdict | ForceClose, now: float
+    ) -> Planned | Refused:
+        """Check a command against the lifecycle without changing anything. An accepted one
+        comes back with its journal entry and the step that applies it once durable."""
+        if isinstance(command, RecordInspection):
+            return self._plan_inspection(command, now)
+        if isinstance(command, RecordVerdict):
+            return self._plan_verdict(command, now)
+        return self._plan_close(command, now)
+
+    def _plan_inspection(self, command: RecordInspection, now: float) -> Planned | Refused:
+        queue = self.in_inspection.get(command.hawb)
+        if not queue:
+            return Refused(
+                f"no parcel of HAWB {command.hawb!r} waits at inspection on {self.line.id}"
+            )
+        parcel = queue[0]
+        target = AFTER_INSPECTION[command.outcome]
+        entry = self._command_entry(command, parcel, now, ParcelState.IN_INSPECTION, target)
+
+        def commit(at: float) -> list[Effect]:
+            waiting = self.in_inspection.get(command.hawb)
+            if not waiting or waiting[0] is not parcel:
+                return []
+            waiting.popleft()
+            if not waiting:
+                del self.in_inspection[command.hawb]
+            parcel.move(target, at)
+            self._closed(parcel, at)
+            return []
+
+        return Planned(entry, commit)
+
+    def _plan_verdict(self, command: RecordVerdict, now: float) -> Planned | Refused:
+        pending = self.pending.get(command.tracking_id)
+        if pending is None or pending.phase is not Phase.REVIEWING:
+            return Refused(
+                f"parcel {command.tracking_id} on {self.line.id} is not awaiting a review "
+                "(decided already, past its cutoff, or unknown)"
+            )
+        if now >= pending.cutoff:
+            return Refused(f"parcel {command.tracking_id}: its decision cutoff has passed")
+        entry = self._command_entry(command, pending.parcel, now, None, None)
+
+        def commit(at: float) -> list[Effect]:
+            return [*self.reviewed(command.tracking_id, command.outcome, at)]
+
+        return Planned(entry, commit)
+
+    def _plan_close(self, command: ForceClose, now: float) -> Planned | Refused:
+        parcel = self.on_belt.get(command.tracking_id)
+        if parcel is None:
+            return Refused(f"no open parcel {command.tracking_id} on the belt of {self.line.id}")
+        if ParcelState.EXCEPTION not in _CLOSABLE.get(parcel.state, ()):
+            return Refused(
+                f"parcel {command.tracking_id} is {parcel.state.value}; it can be closed only "
+                "once the sorter has acted on it (defaulted, decided or recirculating)"
+            )
+        previous = parcel.state
+        entry = self._command_entry(command, parcel, now, previous, ParcelState.EXCEPTION)
+
+        def commit(at: float) -> list[Effect]:
+            if self.on_belt.get(command.tracking_id) is not parcel or parcel.state is not previous:
+                return []
+            parcel.move(ParcelState.EXCEPTION, at)
+            del self.on_belt[parcel.tracking_id]
+            self._closed(parcel, at)
+            return []
+
+        return Planned(entry, commit)
+
+    def _command_entry(
+        self,
+        command: RecordInspection | RecordVerdict | ForceClose,
+        parcel: Parcel,
+        now: float,
+        state_from: ParcelState | None,
+        state_to: ParcelState | None,
+    ) -> JournalEntry:
+        reasons = (Reason.OPERATOR_CLOSED,) if isinstance(command, ForceClose) else ()
+        data = command_data(command, accepted=True)
+        return self._entry(
+            EntryKind.COMMAND, parcel, now, state_from, state_to, reasons=reasons, data=data
+        )
+
+    # --- recovery ------------------------------------------------------------------------
+
+    def restore(self, parcels: list[Parcel], now: float) -> list[Effect]:
+        """Take back parcels that were open when the controller last stopped."""
+        effects: list[Effect] = []
+        for parcel in parcels:
+            if parcel.state is ParcelState.SCANNED:  # its decision died with the process
+                effects += self._miss(parcel, now, now, "controller restarted while deciding")
+            if parcel.state is ParcelState.IN_INSPECTION:
+                self.in_inspection.setdefault(parcel.hawb, deque()).append(parcel)
+            else:
+                self.on_belt[parcel.tracking_id] = parcel
+            if not parcel.state.cleared:
+                self.kpis.arrived(self.line.id, parcel.tracking_id, parcel.arrived_at)
+        return effects
+
+    def open_parcels(self) -> int:
+        return len(self.on_belt) + sum(len(q) for q in self.in_inspection.values())
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _closed(self, parcel: Parcel, now: float) -> None:
+        self.kpis.closed(parcel.state.value)
+        if parcel.state.cleared:
+            self.kpis.cleared(self.line.id, parcel.tracking_id, parcel.arrived_at, now)
+
+    def _close_lost(self, parcel: Parcel, now: float) -> list[JournalEntry]:
+        previous = parcel.state
+        parcel.move(ParcelState.EXCEPTION, now)
+        del self.on_belt[parcel.tracking_id]
+        self._closed(parcel, now)
+        reasons = (Reason.LOST_TRACKING,)
+        return [self._entry(_TRANSITION, parcel, now, previous, _EXCEPTION, reasons=reasons)]
+
+    def _entry(
+        self,
+        kind: EntryKind,
+        parcel: Parcel,
+        now: float,
+        state_from: ParcelState | None,
+        state_to: ParcelState | None,
+        *,
+        lane: int | None = None,
+        reasons: tuple[Reason, ...] = (),
+        data: Mapping[str, object] | None = None,
+    ) -> JournalEntry:
+        return JournalEntry(
+            ts=now,
+            kind=kind,
+            line=self.line.id,
+            tracking_id=parcel.tracking_id,
+            hawb=parcel.hawb,
+            state_from=state_from.value if state_from else "",
+            state_to=state_to.value if state_to else "",
+            lane=lane,
+            reasons=reasons,
+            data=_NO_DATA if data is None else data,
+        )
+
+    def _illegal(self, parcel: Parcel, exc: IllegalTransitionError, now: float) -> JournalEntry:
+        self.kpis.illegal_transitions += 1
+        return JournalEntry(
+            ts=now,
+            kind=EntryKind.ILLEGAL_TRANSITION,
+            line=self.line.id,
+            tracking_id=parcel.tracking_id,
+            hawb=parcel.hawb,
+            state_from=exc.current.value,
+            state_to=exc.wanted.value,
+            reasons=(Reason.ILLEGAL_TRANSITION,),
+            data={"error": str(exc)},
+        )
+
+    def _alarm(self, telegram: DivertConfirmation, message: str, now: float) -> list[Effect]:
+        entry = JournalEntry(
+            ts=now,
+            kind=EntryKind.ALARM,
+            line=self.line.id,
+            tracking_id=telegram.tracking_id,
+            data={
+                "message": message,
+                "telegram": {**asdict(telegram), "status": telegram.status.name},
+            },
+        )
+        return [Record((entry,))]
+
+
+#: States from which an operator may close a parcel on the belt as exception.
+_CLOSABLE = {
+    state: {ParcelState.EXCEPTION}
+    for state in (ParcelState.DECIDED, ParcelState.DEFAULTED, ParcelState.RECIRCULATING)
+}
+
+
+def command_data(command: object, *, accepted: bool, refused: str = "") -> dict[str, object]:
+    """A command as the journal keeps it: who, what, why, and whether it was accepted."""
+    data: dict[str, object] = {}
+    dump = getattr(command, "model_dump", None)
+    if callable(dump):
+        data.update(dump(mode="json"))
+    data["accepted"] = accepted
+    if refused:
+        data["refused"] = refused
+    return data
+
+
+def describe(inputs: PolicyInputs) -> dict[str, object]:
+    """The decision's inputs as JSON-ready data for the audit log."""
+    risk = inputs.risk
+    return {
+        "risk": None
+        if risk is None
+        else {"channel": risk.channel.value, "score": risk.score, "declared": risk.declared_goods},
+        "xray": {
+            "status": inputs.xray.status.value,
+            "scores": dict(inputs.xray.scores),
+            "model": inputs.xray.model_version,
+            "detail": inputs.xray.detail,
+        },
+        "held": inputs.held,
+        "audit_draw": round(inputs.audit_draw, 6),
+        "review": inputs.review.value if isinstance(inputs.review, ReviewOutcome) else None,
+    }
