@@ -6,7 +6,7 @@ controller side (the real adapter answering at once) runs in this process. Each 
 driven at the target rate (4 lines × 20,000 parcels/h ≈ 22.2 parcels/s, Poisson arrivals),
 after a discarded warm-up, then at doubling rates from 5× that until a phase is no longer
 sustained. A phase is *sustained* when every reply arrived and its p99 stayed within the
-150 ms reply budget (DESIGN §5); ``max_rate_meeting_p99_target_pps`` is the highest rate whose
+150 ms reply budget (docs/plc-interface.md); ``max_rate_meeting_p99_target_pps`` is the highest rate whose
 p99 also met the protocol's target (OPC UA 25 ms, Modbus 10 ms).
 
 Prints one JSON object per protocol on its own line:

@@ -97,7 +97,7 @@ class Decision:
     policy_version: str
 
 
-# --- sorter telegrams (the contract in docs/ and DESIGN §4) -------------------------------
+# --- sorter telegrams (the contract in docs/plc-interface.md) -----------------------------
 
 
 class DivertStatus(IntEnum):
