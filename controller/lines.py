@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from controller.core.clock import Clock
@@ -91,7 +91,7 @@ class LineController:
         )
         self._work: dict[int, asyncio.Task[None]] = {}
         self._writes: set[asyncio.Task[None]] = set()
-        self._backlog: list[JournalEntry] = []
+        self._backlog: list[tuple[tuple[JournalEntry, ...], asyncio.Future[str]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     # --- telegram loop -------------------------------------------------------------------
@@ -139,7 +139,7 @@ class LineController:
         for effect in effects:
             if isinstance(effect, Record):
                 if effect.awaiting is None:
-                    self._journal_later(effect.entries)
+                    self.record(effect.entries)
                 else:
                     self._spawn_write(effect)
             elif isinstance(effect, Gather):
@@ -168,15 +168,14 @@ class LineController:
         """Risk and X-ray results concurrently, until the cutoff."""
         xray_task = asyncio.create_task(self._xray(gather.tracking_id, gather.hawb))
         risk: RiskResult | None = None
-        with contextlib.suppress(TimeoutError):
-            async with self.clock.timeout_at(gather.cutoff):
-                risk = await self._risk(gather.hawb)  # the X-ray runs meanwhile
-                await asyncio.wait((xray_task,))
-        xray: XrayResult | None = None
-        if xray_task.done():
-            xray = xray_task.result()
-        else:
-            xray_task.cancel()
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with self.clock.timeout_at(gather.cutoff):
+                    risk = await self._risk(gather.hawb)  # the X-ray runs meanwhile
+                    await asyncio.wait((xray_task,))
+        finally:
+            xray_task.cancel()  # no-op when done; stops it when late or when abandoned
+        xray = xray_task.result() if xray_task.done() and not xray_task.cancelled() else None
         self.carry_out(self.tracker.evidence(gather.tracking_id, risk, xray, self.clock.now()))
 
     async def _review(self, ask: AskReview) -> None:
@@ -213,38 +212,52 @@ class LineController:
 
     async def _durable(self, record: Record) -> None:
         assert record.awaiting is not None
-        error = ""
-        try:
-            await self.journal.write(list(record.entries))
-        except Exception as exc:  # any journal fault means: do not apply
-            log.error("line %s: journal write failed, PLC default stands: %r", self.line.id, exc)
-            error = repr(exc)
+        error = await self.record(record.entries)
+        if error:
+            log.error("line %s: journal write failed, PLC default stands: %s", self.line.id, error)
         self.carry_out(self.tracker.journalled(record.awaiting, self.clock.now(), error))
 
     def _spawn_reply(self, reply: Reply) -> None:
         task = asyncio.create_task(self.sorter.reply(reply.reply))
         self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        task.add_done_callback(self._replied)
 
-    def _journal_later(self, entries: tuple[JournalEntry, ...]) -> None:
-        """Journal off the telegram loop's path, batched into one write per loop turn."""
-        self._backlog.extend(entries)
+    def _replied(self, task: asyncio.Task[None]) -> None:
+        self._writes.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("line %s: reply not handed to the sorter: %r", self.line.id, exc)
+
+    def record(self, entries: Sequence[JournalEntry]) -> asyncio.Future[str]:
+        """Journal ``entries`` after everything recorded before them, in order, batched into
+        one write per loop turn. The future gives "" once they are durable, or why they are
+        not; nobody needs to await it. An empty call is a barrier: it resolves once all
+        earlier entries are durable."""
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._backlog.append((tuple(entries), done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
+        return done
 
     async def _flush(self) -> None:
         while self._backlog:
             batch, self._backlog = self._backlog, []
-            try:
-                await self.journal.write(batch)
-            except Exception as exc:  # the log keeps what the journal could not
-                log.error(
-                    "line %s: journal write of %d entries failed: %r; entries: %s",
-                    self.line.id,
-                    len(batch),
-                    exc,
-                    [(e.kind.value, e.tracking_id, e.state_from, e.state_to) for e in batch],
-                )
+            rows = [entry for entries, _ in batch for entry in entries]
+            error = ""
+            if rows:
+                try:
+                    await self.journal.write(rows)
+                except Exception as exc:  # the log keeps what the journal could not
+                    error = repr(exc)
+                    log.error(
+                        "line %s: journal write of %d entries failed: %s; entries: %s",
+                        self.line.id,
+                        len(rows),
+                        error,
+                        [(e.kind.value, e.tracking_id, e.state_from, e.state_to) for e in rows],
+                    )
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(error)
 
 
 class AlarmBoard(Protocol):
@@ -325,28 +338,51 @@ class Controller:
     # --- operator commands (controller.core.ports.OperatorCommands) ------------------------
 
     async def execute(self, command: Command) -> CommandResult:
-        """Check, journal durably (who, why, accepted or refused), then apply. One command
-        at a time, so a check still holds when its entry is durable."""
+        """Check the command, journal it durably (who, why, accepted or refused), then apply
+        it; its effect (a state change) is journalled in order after it, and the answer comes
+        once that is durable too. Commands run one at a time; a parcel that moved on while
+        the command was being journalled refuses it then, and that is journalled as well."""
         async with self._commands:
             now = self.clock.now()
             line_id, planned = self._plan(command, now)
+            record = self.lines[line_id].record if line_id else self._record_site_wide
             if isinstance(planned, Refused):
-                entry = _command_entry(command, line_id, now, refused=planned.message)
-                with contextlib.suppress(Exception):  # refusing does not depend on the journal
-                    await self.journal.write([entry])
-                log.info("command refused: %s: %s", command.command, planned.message)
-                return CommandResult(accepted=False, message=planned.message)
-            try:
-                await self.journal.write([planned.entry])
-            except Exception as exc:
-                log.error("command %s not journalled, not applied: %r", command.command, exc)
-                return CommandResult(
-                    accepted=False, message=f"could not journal the command, nothing changed: {exc}"
-                )
-            effects = planned.commit(self.clock.now())
+                return await self._refuse(command, line_id, now, planned.message, record)
+            if error := await record((planned.entry,)):
+                log.error("command %s not journalled, not applied: %s", command.command, error)
+                message = f"could not journal the command, nothing changed: {error}"
+                return CommandResult(accepted=False, message=message)
+            applied = planned.commit(self.clock.now())
+            if isinstance(applied, Refused):
+                message = f"not applied: {applied.message}"
+                return await self._refuse(command, line_id, self.clock.now(), message, record)
             if line_id:
-                self.lines[line_id].carry_out(effects)
+                self.lines[line_id].carry_out(applied)
+            if error := await record(()):  # the effect is durable before the answer
+                log.error("command %s applied but its effect not journalled: %s", command, error)
             return CommandResult(accepted=True, message=_accepted(command))
+
+    async def _refuse(
+        self,
+        command: Command,
+        line_id: str,
+        now: float,
+        message: str,
+        record: Callable[[Sequence[JournalEntry]], Awaitable[str]],
+    ) -> CommandResult:
+        await record((_command_entry(command, line_id, now, refused=message),))
+        log.info("command refused: %s: %s", command.command, message)
+        return CommandResult(accepted=False, message=message)
+
+    async def _record_site_wide(self, entries: Sequence[JournalEntry]) -> str:
+        """Journal a site-wide command's rows (holds, alarms); "" once durable, else why."""
+        if not entries:
+            return ""
+        try:
+            await self.journal.write(list(entries))
+        except Exception as exc:
+            return repr(exc)
+        return ""
 
     def _plan(self, command: Command, now: float) -> tuple[str, Planned | Refused]:
         """The line the command concerns ("" for site-wide) and its plan or refusal."""
@@ -387,7 +423,9 @@ class Controller:
         if alarms is None or command.source not in alarms.active:
             return Refused(f"no active alarm {command.source!r} to acknowledge")
 
-        def commit(at: float) -> list[Effect]:
+        def commit(at: float) -> list[Effect] | Refused:
+            if command.source not in alarms.active:
+                return Refused(f"alarm {command.source!r} cleared meanwhile")
             alarms.acknowledge(command.source, command.user, command.comment)
             return []
 

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from controller.core.holds import Hold
 from controller.core.lifecycle import Parcel
 from controller.store import migrate
 from controller.store.openset import ActiveHold, OpenParcel
 from controller.store.read import open_engine, read_open_set
 
-__all__ = ["ActiveHold", "Recovered", "recover"]
+__all__ = ["ActiveHold", "Recovered", "hold_on_clock", "recover"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,13 @@ def recover(
         holds=holds,
         beyond_horizon=len(rows) - len(kept),
     )
+
+
+def hold_on_clock(hold: ActiveHold, now: float, wall_now: datetime) -> Hold:
+    """An active hold as the controller keeps it, its placing time carried onto the new
+    clock as arrivals are."""
+    since = now - (wall_now - hold.placed_at).total_seconds()
+    return Hold(hold.hawb, hold.reason, hold.user, since)
 
 
 def _parcel(row: OpenParcel, now: float, wall_now: datetime) -> Parcel:

@@ -106,7 +106,9 @@ class PolicyLink:
         planned = self.trackers[item.spec.line].plan(command, now)
         if isinstance(planned, Planned):
             self.journal_rows += 1
-            self._carry_out(item, planned.commit(now), now)
+            applied = planned.commit(now)
+            if isinstance(applied, list):
+                self._carry_out(item, applied, now)
 
     def tick(self, now: float) -> None:
         """Age the KPIs' pending verdicts (keeps memory flat over a long day)."""

@@ -18,6 +18,7 @@ from typing import Any
 
 import simpy
 
+from controller.core.clock import SettlingLoop, settle
 from controller.core.ports import Journal
 from controller.lines import Controller
 from controller.risk import RiskBook
@@ -84,25 +85,6 @@ class SimClock:
                 live[0] = False
 
 
-async def settle() -> None:
-    """Let the event loop run every ready callback, and those they make ready (timeouts
-    rescheduled to "now" included), before returning; no simulated time passes.
-
-    Reads the standard asyncio loop's ready and timer queues where it can see them, else gives
-    a fixed number of turns. Each ``sleep(0)`` is one turn of the loop, which is the point:
-    nothing here waits for an event."""
-    loop = asyncio.get_running_loop()
-    ready = getattr(loop, "_ready", None)
-    scheduled = getattr(loop, "_scheduled", None)
-    if ready is None or scheduled is None:
-        for _ in range(50):
-            await asyncio.sleep(0)
-        return
-    await asyncio.sleep(0)
-    while ready or (scheduled and scheduled[0].when() <= loop.time()):  # noqa: ASYNC110
-        await asyncio.sleep(0)  # one loop turn, not a wait for an event
-
-
 async def step_until(
     env: simpy.Environment,
     done: simpy.Event,
@@ -153,7 +135,8 @@ def run_full(
     bundle: ScenarioBundle, progress: Progress | None = None, keep_journal: bool = True
 ) -> TwinRun:
     """Run the scenario through the real asyncio controller core and return the run."""
-    return asyncio.run(run_full_async(bundle, progress, keep_journal))
+    with asyncio.Runner(loop_factory=SettlingLoop) as runner:
+        return runner.run(run_full_async(bundle, progress, keep_journal))
 
 
 async def run_full_async(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
+
+from controller.core.clock import SettlingLoop
 
 PG_ENV = "CARGOGATE_TEST_PG_URL"
 
@@ -28,3 +31,11 @@ def pg_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every test loop can tell when it is idle, so simulated time (ManualClock, the twin's
+    full fidelity) moves on only once everything due has run."""
+    return {"settling": SettlingLoop}

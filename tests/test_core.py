@@ -12,12 +12,13 @@ import pytest
 
 from controller.app.site import SiteConfig
 from controller.core.clock import ManualClock
-from controller.core.commands import RecordInspection
+from controller.core.commands import PlaceHold, RecordInspection, RecordVerdict
 from controller.core.domain import (
     DestinationReply,
     DivertStatus,
     EntryKind,
     InspectionOutcome,
+    JournalEntry,
     LaneStatus,
     ReviewOutcome,
     RiskChannel,
@@ -414,3 +415,60 @@ async def test_a_shutdown_does_not_wait_forever_for_a_stuck_decision(
     sorter.close()
     await asyncio.wait_for(serving, 5)  # returns after the drain limit, not never
     assert sorter.replies == []
+
+
+class GatedJournal(MemoryJournal):
+    """Holds every write that carries an operator command until ``gate`` is set, so a test
+    can let the plant move on while a command is being journalled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def write(self, entries: list[JournalEntry]) -> None:
+        if any(e.kind is EntryKind.COMMAND for e in entries):
+            await self.gate.wait()
+        await super().write(entries)
+
+
+async def test_a_verdict_whose_cutoff_passes_while_it_is_journalled_is_refused() -> None:
+    async with plant() as p:
+        journal = GatedJournal()
+        for line in p.controller.lines.values():
+            line.journal = journal
+        p.controller.journal = journal
+        p.review.delay_s = 60.0  # the officer on screen never answers in time
+        p.risk.results["Y1"] = RiskResult("Y1", RiskChannel.YELLOW, 0.1, "books")
+        p.scan(1, "Y1")
+        await p.clock.advance(0.5)
+        assert p.review.requests, "the parcel was not sent for review"
+        verdict = RecordVerdict(user="lee", line="L1", tracking_id=1, outcome=ReviewOutcome.CLEAR)
+        answer = asyncio.create_task(p.controller.execute(verdict))
+        await p.clock.advance(WINDOW)  # the cutoff passes while the verdict waits on the journal
+        journal.gate.set()
+        result = await answer
+        assert not result.accepted
+        assert "cutoff" in result.message
+        assert all(r.reason is not Reason.OFFICER_CLEARED for _, r in p.replies)
+        decision = next(e for e in journal.entries if e.kind is EntryKind.DECISION)
+        assert decision.data["review"] is None  # decided at the cutoff, without the verdict
+        commands = [e.data for e in journal.entries if e.kind is EntryKind.COMMAND]
+        assert [(c["command"], c["accepted"]) for c in commands] == [
+            ("verdict", True),
+            ("verdict", False),
+        ]
+
+
+async def test_a_hold_placed_during_a_review_stops_the_release() -> None:
+    async with plant() as p:
+        p.review.delay_s = 1.0
+        p.review.outcomes = {"Y2": ReviewOutcome.CLEAR}
+        p.risk.results["Y2"] = RiskResult("Y2", RiskChannel.YELLOW, 0.1, "books")
+        p.scan(2, "Y2")
+        await p.clock.advance(0.5)  # under review now
+        hold = PlaceHold(user="kim", hawb="Y2", reason="tip-off during the review")
+        assert (await p.controller.execute(hold)).accepted
+        await p.clock.advance(WINDOW)
+        reply = p.reply_for(2)
+        assert reply.lane in (2, 3)
+        assert reply.reason is Reason.OFFICER_HOLD

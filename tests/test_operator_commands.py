@@ -31,19 +31,27 @@ from controller.core.domain import (
     ReviewOutcome,
     RiskChannel,
     RiskResult,
+    XrayResult,
+    XrayStatus,
 )
-from controller.core.holds import Hold
 from controller.core.lifecycle import ParcelState
 from controller.core.ports import ReviewRequest
 from controller.core.reasons import Reason
 from controller.lines import Controller
-from controller.recovery import recover
+from controller.recovery import hold_on_clock, recover
 from controller.store.journal import SqliteJournal
 from controller.store.read import read_entries
 from plc_adapters.inprocess import InProcessSorter
-from tests.support import DictRisk, ScriptedXray, site
+from tests.support import CLEAN, DictRisk, ScriptedXray, site
 
 T = TypeVar("T")
+
+
+class InstantXray:
+    """An X-ray result at once, with no wait at all (as a missing scanner answers)."""
+
+    async def analyse(self, line: str, tracking_id: int, hawb: str) -> XrayResult:
+        return XrayResult(XrayStatus.OK, CLEAN, "instant")
 
 
 class SilentOfficers:
@@ -101,10 +109,7 @@ async def controller_on(path: Path, config: SiteConfig) -> AsyncIterator[Running
         )
         wall_now, now = datetime.now(UTC), clock.now()
         recovered = await asyncio.to_thread(recover, path, config.site.id, now, wall_now, 24.0)
-        holds = [
-            Hold(h.hawb, h.reason, h.user, now - (wall_now - h.placed_at).total_seconds())
-            for h in recovered.holds
-        ]
+        holds = [hold_on_clock(h, now, wall_now) for h in recovered.holds]
         controller.restore(recovered.parcels, holds)
         task = asyncio.create_task(controller.run())
         try:
@@ -183,7 +188,9 @@ async def test_holds_inspections_and_verdicts_survive_a_restart(
     decision = next(r for r in rows if r["kind"] == "decision" and r["tracking_id"] == 2)
     assert decision["data"]["review"] == "clear"
     closing = next(r for r in rows if r["hawb"] == "RED1" and r["state_to"] == "seized")
-    assert (closing["kind"], closing["data"]["user"]) == ("command", "park")
+    assert (closing["kind"], closing["data"]["user"]) == ("inspection_result", "park")
+    intent = next(r for r in rows if r["kind"] == "command" and r["hawb"] == "RED1")
+    assert intent["seq"] < closing["seq"]  # who and why, journalled before the effect
     assert [(c["command"], c["user"], c["accepted"]) for c in _commands(path)] == [
         ("hold", "kim", True),
         ("verdict", "lee", True),
@@ -248,3 +255,24 @@ async def test_an_operator_closes_a_parcel_the_sorter_lost_sight_of(
     assert closings[0]["reasons"] == [Reason.OPERATOR_CLOSED.value]
     assert closings[0]["data"]["reason"] == "found off the belt"
     assert any(r["kind"] == "alarm" and r["tracking_id"] == 5 for r in rows)
+
+
+async def test_the_open_set_agrees_with_the_tracker_when_evidence_is_instant(
+    tmp_path: Path, config: SiteConfig
+) -> None:
+    """Every parcel's rows reach the journal in the order they happened, however fast the
+    decision: a restart then sees each parcel in the state the tracker had it."""
+    path = tmp_path / "journal.sqlite"
+    async with controller_on(path, config) as running:
+        running.controller.lines["L1"].xray = InstantXray()
+        for tid in range(1, 201):
+            running.risk.results[f"G{tid}"] = RiskResult(f"G{tid}", RiskChannel.GREEN, 0.01, "")
+            running.scan(tid, f"G{tid}")
+            await asyncio.sleep(0.001)  # scans a millisecond apart, as on a fast line
+        await _until(lambda: len(running.replies) == 200 or None, 10.0)
+        tracker = running.controller.lines["L1"].tracker
+        states = {tid: p.state for tid, p in tracker.on_belt.items()}
+        assert set(states.values()) == {ParcelState.DECIDED}
+    wall_now = datetime.now(UTC)
+    recovered = await asyncio.to_thread(recover, path, config.site.id, 0.0, wall_now, 24.0)
+    assert {p.tracking_id: p.state for p in recovered.parcels} == states

@@ -183,9 +183,10 @@ async def _check_recovered(
     for line in second.controller.lines.values():
         await line.drain()  # the result reaches the journal before it closes
     rows = await asyncio.to_thread(read_entries, second.journal.url)
-    closed = [r for r in rows if r["hawb"] == hawb and r["kind"] == "command"]
+    closed = [r for r in rows if r["hawb"] == hawb and r["kind"] == "inspection_result"]
     assert closed, "the officer's inspection result was not journalled"
     assert closed[-1]["state_to"] in TERMINAL
+    assert closed[-1]["data"]["user"] == "test-officer"
 
 
 async def test_the_shipped_model_scores_the_twins_images_in_the_decision_path(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from pathlib import Path
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 
 from controller.store.journal import SqliteJournal
 from simulation.cli import replay as replay_command
-from simulation.offline import run_full_async
+from simulation.offline import run_full
 from simulation.plant import RECORD_FIELDS
 from simulation.replay import read_recording, replay
 from simulation.run import TwinRun
@@ -22,19 +23,23 @@ STATE = RECORD_FIELDS.index("state")
 COLLECT = {"manifest": {"yellow_rate": 0.15}, "review": {"officers": 1}}
 
 
-async def record_shift(tmp_path: Path) -> tuple[Path, TwinRun]:
+def record_shift(tmp_path: Path) -> tuple[Path, TwinRun]:
     """Run the full controller core on the twin and keep its journal in a real SQLite file."""
     twin = bundle(tmp_path / "recorded", scenario_dict(**COLLECT))
-    run = await run_full_async(twin)
+    run = run_full(twin)
     path = tmp_path / "journal.sqlite"
-    async with SqliteJournal(path, twin.site.site.id) as journal:
-        await journal.write(list(run.journal))
+
+    async def keep() -> None:
+        async with SqliteJournal(path, twin.site.site.id) as journal:
+            await journal.write(list(run.journal))
+
+    asyncio.run(keep())
     return path, run
 
 
 @pytest.fixture
-async def shift(tmp_path: Path) -> tuple[Path, TwinRun]:
-    return await record_shift(tmp_path)
+def shift(tmp_path: Path) -> tuple[Path, TwinRun]:
+    return record_shift(tmp_path)
 
 
 def test_recording_holds_every_parcel_with_its_evidence(shift: tuple[Path, TwinRun]) -> None:

@@ -3,7 +3,7 @@
 A Unix-domain stream socket; one JSON object per line in, one JSON object per line out::
 
     > {"command": "hold", "hawb": "123-45678901", "reason": "intel tip"}
-    < {"accepted": true, "message": "hold placed on 123-45678901"}
+    < {"accepted": true, "message": "HAWB 123-45678901 held"}
     > {"command": "inspect", "hawb": "123-45678901", "outcome": "lost"}
     < {"error": "Input should be 'cleared', 'seized' or 'referred'", "field": "outcome",
        "value": "lost"}
@@ -94,7 +94,7 @@ def _octal(value: object) -> object:
 
 
 class CommandChannelSettings(Strict):
-    """The site file's ``command_channel`` section."""
+    """The site file's ``commands`` section."""
 
     socket: Path = DEFAULT_SOCKET
     """Where the socket file is made; its directory is created if missing."""
@@ -242,7 +242,7 @@ class CommandChannel:
             if len(os.fsencode(name)) > _SUN_PATH_MAX:
                 raise ChannelError(
                     f"command socket path {str(name)!r} is {len(os.fsencode(name))} bytes; "
-                    f"Unix sockets allow {_SUN_PATH_MAX}: choose a shorter command_channel.socket"
+                    f"Unix sockets allow {_SUN_PATH_MAX}: choose a shorter commands.socket"
                 )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -280,7 +280,7 @@ class CommandChannel:
         if not stat.S_ISSOCK(st.st_mode):
             raise ChannelError(
                 f"{path} exists and is not a socket; refusing to replace it: remove it or "
-                "choose another command_channel.socket"
+                "choose another commands.socket"
             )
         try:
             async with asyncio.timeout(2.0):
@@ -292,7 +292,7 @@ class CommandChannel:
             raise ChannelError(
                 f"{path} is a socket this user may not connect to, so whether another "
                 "controller uses it cannot be checked: remove it or choose another "
-                "command_channel.socket"
+                "commands.socket"
             ) from None
         except TimeoutError:
             pass  # a server too busy to accept is still a live server
@@ -302,7 +302,7 @@ class CommandChannel:
                 await writer.wait_closed()
         raise ChannelError(
             f"another controller is already listening on {path}: stop it first, or give this "
-            "one another command_channel.socket"
+            "one another commands.socket"
         )
 
     async def stop(self) -> None:

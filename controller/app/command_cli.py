@@ -111,7 +111,7 @@ SocketOption = Annotated[
     Path,
     typer.Option(
         "--socket",
-        help="The controller's command socket (the site file's command_channel.socket).",
+        help="The controller's command socket (the site file's commands.socket).",
         envvar="CARGOGATE_SOCKET",
     ),
 ]

@@ -30,7 +30,7 @@ from controller.app.site import SiteConfig
 from controller.core.clock import Clock
 from controller.core.link import LinkState
 from controller.lines import Controller
-from controller.recovery import recover
+from controller.recovery import hold_on_clock, recover
 from controller.risk import RiskBook
 from controller.store.forwarder import ForwarderStatus, JournalForwarder
 from controller.store.journal import SqliteJournal
@@ -162,11 +162,8 @@ class Services:
         recovered = await asyncio.to_thread(
             recover, self.journal.url, self.config.site.id, now, wall_now, store.recovery_horizon_h
         )
-        for line_id, line in self.controller.lines.items():
-            line.restore([p for p in recovered.parcels if p.line == line_id])
-        for hold in recovered.holds:
-            since = now - (wall_now - hold.placed_at).total_seconds()
-            self.parts.holds.hold(hold.hawb, hold.reason, hold.user, since)
+        holds = [hold_on_clock(hold, now, wall_now) for hold in recovered.holds]
+        self.controller.restore(recovered.parcels, holds)
         if recovered.parcels or recovered.holds:
             log.info(
                 "recovered %d open parcel(s) and %d hold(s) from the journal",

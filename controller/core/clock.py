@@ -9,6 +9,7 @@ import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import Context
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -131,15 +132,15 @@ class ManualClock:
         await self.advance_to(self._now + seconds)
 
     async def advance_to(self, when: float) -> None:
-        await _settle()
+        await settle()
         while (due := self.next_due()) is not None and due <= when:
             timer = heapq.heappop(self._timers)
             self._now = max(self._now, timer.when)
             timer.cancelled = True
             timer.callback()
-            await _settle()
+            await settle()
         self._now = max(self._now, when)
-        await _settle()
+        await settle()
 
 
 def _wake(future: asyncio.Future[None]) -> None:
@@ -147,7 +148,68 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-async def _settle(rounds: int = 20) -> None:
-    """Give ready tasks a few turns of the loop (no wall time passes)."""
-    for _ in range(rounds):
-        await asyncio.sleep(0)
+class SettlingLoop(asyncio.SelectorEventLoop):
+    """An event loop that knows when it is idle: nothing ready to run and no timer due.
+
+    Simulated time (:class:`ManualClock`, the twin's full fidelity) moves on only once
+    everything the last event set off has run. This loop counts the callbacks handed to its
+    public ``call_soon`` and ``call_at`` that have not run yet, so :func:`settle` waits for
+    exactly that: no fixed number of turns, no reading of the loop's private queues.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waiting = 0
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    def call_soon(
+        self, callback: Callable[..., object], *args: object, context: Context | None = None
+    ) -> asyncio.Handle:
+        self._waiting += 1
+        return super().call_soon(self._run, callback, *args, context=context)
+
+    def call_at(
+        self,
+        when: float,
+        callback: Callable[..., object],
+        *args: object,
+        context: Context | None = None,
+    ) -> asyncio.TimerHandle:
+        timers = self._timers
+        handle: list[asyncio.TimerHandle] = []
+
+        def fire(*fired_args: object) -> None:
+            timers.discard(handle[0])
+            callback(*fired_args)
+
+        timer = super().call_at(when, fire, *args, context=context)
+        handle.append(timer)
+        timers.add(timer)
+        return timer
+
+    def _run(self, callback: Callable[..., object], *args: object) -> None:
+        self._waiting -= 1
+        callback(*args)
+
+    def idle(self) -> bool:
+        """True when no callback waits to run and no live timer is due (the caller's own
+        turn excepted: it is running now)."""
+        if self._waiting:
+            return False
+        now = self.time()
+        for timer in [t for t in self._timers if t.cancelled()]:
+            self._timers.discard(timer)
+        return not any(timer.when() <= now for timer in self._timers)
+
+
+async def settle() -> None:
+    """Let the loop run everything that is ready, and what that makes ready, before returning;
+    no simulated time passes. Needs a :class:`SettlingLoop`."""
+    loop = asyncio.get_running_loop()
+    if not isinstance(loop, SettlingLoop):
+        raise RuntimeError(
+            "simulated time needs a SettlingLoop: asyncio.Runner(loop_factory=SettlingLoop)"
+        )
+    await asyncio.sleep(0)
+    while not loop.idle():  # noqa: ASYNC110 (the loop is the event: it counts what is left)
+        await asyncio.sleep(0)  # one turn; the loop says when nothing is left

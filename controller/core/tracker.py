@@ -26,13 +26,15 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
-from types import MappingProxyType
+
+from pydantic import BaseModel
 
 from controller.core.commands import ForceClose, RecordInspection, RecordVerdict
 from controller.core.domain import (
+    NO_DATA,
     Decision,
     DestinationReply,
     DestinationRequest,
@@ -52,6 +54,7 @@ from controller.core.kpi import Kpis
 from controller.core.lifecycle import (
     AFTER_DIVERT,
     AFTER_INSPECTION,
+    TRANSITIONS,
     IllegalTransitionError,
     Parcel,
     ParcelState,
@@ -140,16 +143,16 @@ class Planned:
     """An accepted command: journal ``entry`` durably first, then call ``commit``."""
 
     entry: JournalEntry
-    commit: Callable[[float], list[Effect]] = field(repr=False)
+    commit: Callable[[float], list[Effect] | Refused] = field(repr=False)
+    """Apply the command at the given time, or refuse it if the parcel moved on meanwhile."""
 
 
-_NO_DATA: Mapping[str, object] = MappingProxyType({})
 _TRANSITION, _CONFIRMATION = EntryKind.TRANSITION, EntryKind.CONFIRMATION
 _SCANNED, _DECIDED, _DEFAULTED = ParcelState.SCANNED, ParcelState.DECIDED, ParcelState.DEFAULTED
 _EXCEPTION, _RECIRCULATING = ParcelState.EXCEPTION, ParcelState.RECIRCULATING
 _IN_INSPECTION = ParcelState.IN_INSPECTION
 _AVAILABLE = LaneStatus.AVAILABLE
-_INSPECTION = LaneKind.INSPECTION
+_INSPECTION, _RELEASE = LaneKind.INSPECTION, LaneKind.RELEASE
 
 _RECIRCULATED = {
     DivertStatus.MISSED: Reason.DIVERT_MISSED,
@@ -165,15 +168,20 @@ class LaneLoad:
         self._sent: dict[int, deque[float]] = {}
 
     def assigned(self, lane: int, now: float) -> None:
-        self._sent.setdefault(lane, deque()).append(now)
+        sent = self._sent.setdefault(lane, deque())
+        sent.append(now)
+        self._trim(sent, now)
 
     def utilisation(self, lane: Lane, now: float) -> float:
         sent = self._sent.get(lane.id)
         if not sent:
             return 0.0
+        self._trim(sent, now)
+        return len(sent) / (lane.capacity_per_h * self.window_s / 3600)
+
+    def _trim(self, sent: deque[float], now: float) -> None:
         while sent and sent[0] < now - self.window_s:
             sent.popleft()
-        return len(sent) / (lane.capacity_per_h * self.window_s / 3600)
 
 
 class LineTracker:
@@ -204,6 +212,7 @@ class LineTracker:
         self.pending: dict[int, _Pending] = {}
         self.load = LaneLoad()
         self._lane_kind = {lane.id: lane.kind for lane in line.lanes}
+        self._lanes_of = {kind: line.lanes_of(kind) for kind in LaneKind}
         self._window = line.belt.decision_window_s
         self._cutoff = line.belt.decision_window_s - line.reply_budget_s
 
@@ -281,21 +290,22 @@ class LineTracker:
                 self.line.id, tracking_id, parcel.hawb, risk, inputs.xray, pending.cutoff
             )
             return [AskReview(ask)]
-        return self._decide(pending, decision, describe(inputs), now)
+        return self._decide(pending, decision, inputs, now)
 
     def reviewed(self, tracking_id: int, outcome: ReviewOutcome | None, now: float) -> list[Effect]:
         """An officer's verdict, or None when the cutoff came first."""
         pending = self.pending.get(tracking_id)
         if pending is None or pending.phase is not Phase.REVIEWING or pending.inputs is None:
             return []
-        inputs = replace(pending.inputs, review=outcome)
-        return self._decide(pending, self.policy.decide(inputs), describe(inputs), now)
+        held = pending.parcel.hawb in self.holds  # a hold placed meanwhile counts
+        inputs = replace(pending.inputs, review=outcome, held=held)
+        return self._decide(pending, self.policy.decide(inputs), inputs, now)
 
     def _decide(
         self,
         pending: _Pending,
         decision: Decision,
-        inputs: Mapping[str, object],
+        inputs: PolicyInputs | dict[str, object],
         now: float,
         entries: list[JournalEntry] | None = None,
     ) -> list[Effect]:
@@ -314,13 +324,13 @@ class LineTracker:
             line=self.line.id,
             tracking_id=parcel.tracking_id,
             hawb=parcel.hawb,
-            state_from=_SCANNED.value if applied else "",
-            state_to=_DECIDED.value if applied else "",
-            destination=decision.destination.value,
+            state_from=_SCANNED if applied else "",
+            state_to=_DECIDED if applied else "",
+            destination=decision.destination,
             lane=lane,
             reasons=decision.reasons,
             policy_version=decision.policy_version,
-            data={**inputs, "deadline": pending.deadline, "lap": parcel.laps},
+            data=DecisionData(inputs, pending.deadline, parcel.laps),
         )
         pending.phase = Phase.JOURNALLING
         pending.decision = decision
@@ -341,6 +351,9 @@ class LineTracker:
             return self._miss(parcel, pending.deadline, now, why)
         if now > pending.deadline or parcel.state is not _SCANNED:
             return self._miss(parcel, pending.deadline, now, "decided after the deadline")
+        if decision.destination is _RELEASE and parcel.hawb in self.holds:
+            why = "held while the release was being journalled"
+            return self._miss(parcel, pending.deadline, now, why)
         parcel.move(_DECIDED, now)
         self.load.assigned(lane, now)
         self.kpis.decided(self.line.id, lane, decision.reasons)
@@ -354,7 +367,7 @@ class LineTracker:
         for kind in (destination, LaneKind.EXCEPTION):
             open_lanes = [
                 lane
-                for lane in self.line.lanes_of(kind)
+                for lane in self._lanes_of[kind]
                 if status.get(lane.id, _AVAILABLE) is _AVAILABLE
             ]
             if len(open_lanes) == 1:
@@ -457,79 +470,88 @@ class LineTracker:
         return self._plan_close(command, now)
 
     def _plan_inspection(self, command: RecordInspection, now: float) -> Planned | Refused:
-        queue = self.in_inspection.get(command.hawb)
-        if not queue:
-            return Refused(
-                f"no parcel of HAWB {command.hawb!r} waits at inspection on {self.line.id}"
-            )
-        parcel = queue[0]
-        target = AFTER_INSPECTION[command.outcome]
-        entry = self._command_entry(command, parcel, now, ParcelState.IN_INSPECTION, target)
+        if not self.in_inspection.get(command.hawb):
+            return Refused(f"no parcel of HAWB {command.hawb!r} waits at inspection")
+        parcel = self.in_inspection[command.hawb][0]
 
-        def commit(at: float) -> list[Effect]:
+        def commit(at: float) -> list[Effect] | Refused:
             waiting = self.in_inspection.get(command.hawb)
             if not waiting or waiting[0] is not parcel:
-                return []
+                return Refused(f"the parcel of HAWB {command.hawb!r} left inspection meanwhile")
             waiting.popleft()
             if not waiting:
                 del self.in_inspection[command.hawb]
+            target = AFTER_INSPECTION[command.outcome]
             parcel.move(target, at)
             self._closed(parcel, at)
-            return []
+            data = command_data(command)
+            entry = self._entry(
+                EntryKind.INSPECTION_RESULT, parcel, at, _IN_INSPECTION, target, data=data
+            )
+            return [Record((entry,))]
 
-        return Planned(entry, commit)
+        return Planned(self._command_entry(command, parcel, now), commit)
 
     def _plan_verdict(self, command: RecordVerdict, now: float) -> Planned | Refused:
         pending = self.pending.get(command.tracking_id)
-        if pending is None or pending.phase is not Phase.REVIEWING:
+        if pending is None or pending.phase is not Phase.REVIEWING or now >= pending.cutoff:
             return Refused(
                 f"parcel {command.tracking_id} on {self.line.id} is not awaiting a review "
                 "(decided already, past its cutoff, or unknown)"
             )
-        if now >= pending.cutoff:
-            return Refused(f"parcel {command.tracking_id}: its decision cutoff has passed")
-        entry = self._command_entry(command, pending.parcel, now, None, None)
 
-        def commit(at: float) -> list[Effect]:
-            return [*self.reviewed(command.tracking_id, command.outcome, at)]
+        def commit(at: float) -> list[Effect] | Refused:
+            if pending.phase is not Phase.REVIEWING or at >= pending.cutoff:
+                return Refused(f"parcel {command.tracking_id} reached its cutoff meanwhile")
+            decided = self.reviewed(command.tracking_id, command.outcome, at)
+            return [Abandon(command.tracking_id), *decided]
 
-        return Planned(entry, commit)
+        return Planned(self._command_entry(command, pending.parcel, now), commit)
 
     def _plan_close(self, command: ForceClose, now: float) -> Planned | Refused:
         parcel = self.on_belt.get(command.tracking_id)
         if parcel is None:
             return Refused(f"no open parcel {command.tracking_id} on the belt of {self.line.id}")
-        if ParcelState.EXCEPTION not in _CLOSABLE.get(parcel.state, ()):
-            return Refused(
-                f"parcel {command.tracking_id} is {parcel.state.value}; it can be closed only "
-                "once the sorter has acted on it (defaulted, decided or recirculating)"
-            )
-        previous = parcel.state
-        entry = self._command_entry(command, parcel, now, previous, ParcelState.EXCEPTION)
+        if refusal := self._unclosable(parcel):
+            return refusal
 
-        def commit(at: float) -> list[Effect]:
-            if self.on_belt.get(command.tracking_id) is not parcel or parcel.state is not previous:
-                return []
-            parcel.move(ParcelState.EXCEPTION, at)
+        def commit(at: float) -> list[Effect] | Refused:
+            if self.on_belt.get(command.tracking_id) is not parcel:
+                return Refused(f"parcel {command.tracking_id} was closed meanwhile")
+            if refusal := self._unclosable(parcel):
+                return refusal
+            previous = parcel.move(_EXCEPTION, at)
             del self.on_belt[parcel.tracking_id]
             self._closed(parcel, at)
-            return []
+            entry = self._entry(
+                _TRANSITION,
+                parcel,
+                at,
+                previous,
+                _EXCEPTION,
+                reasons=(Reason.OPERATOR_CLOSED,),
+                data=command_data(command),
+            )
+            return [Record((entry,))]
 
-        return Planned(entry, commit)
+        return Planned(self._command_entry(command, parcel, now), commit)
+
+    def _unclosable(self, parcel: Parcel) -> Refused | None:
+        """An operator may close a parcel the sorter has acted on, never one being decided."""
+        if parcel.state is not _SCANNED and _EXCEPTION in TRANSITIONS[parcel.state]:
+            return None
+        return Refused(
+            f"parcel {parcel.tracking_id} is {parcel.state.value}; it can be closed only once "
+            "the sorter has acted on it (defaulted, decided or recirculating)"
+        )
 
     def _command_entry(
-        self,
-        command: RecordInspection | RecordVerdict | ForceClose,
-        parcel: Parcel,
-        now: float,
-        state_from: ParcelState | None,
-        state_to: ParcelState | None,
+        self, command: RecordInspection | RecordVerdict | ForceClose, parcel: Parcel, now: float
     ) -> JournalEntry:
-        reasons = (Reason.OPERATOR_CLOSED,) if isinstance(command, ForceClose) else ()
+        """Who asked for what, and why: journalled before the command takes effect. The
+        effect (a state change) is a row of its own, written once it is applied."""
         data = command_data(command, accepted=True)
-        return self._entry(
-            EntryKind.COMMAND, parcel, now, state_from, state_to, reasons=reasons, data=data
-        )
+        return self._entry(EntryKind.COMMAND, parcel, now, None, None, data=data)
 
     # --- recovery ------------------------------------------------------------------------
 
@@ -543,8 +565,7 @@ class LineTracker:
                 self.in_inspection.setdefault(parcel.hawb, deque()).append(parcel)
             else:
                 self.on_belt[parcel.tracking_id] = parcel
-            if not parcel.state.cleared:
-                self.kpis.arrived(self.line.id, parcel.tracking_id, parcel.arrived_at)
+            self.kpis.arrived(self.line.id, parcel.tracking_id, parcel.arrived_at)
         return effects
 
     def open_parcels(self) -> int:
@@ -553,7 +574,7 @@ class LineTracker:
     # --- helpers -------------------------------------------------------------------------
 
     def _closed(self, parcel: Parcel, now: float) -> None:
-        self.kpis.closed(parcel.state.value)
+        self.kpis.closed(parcel.state)
         if parcel.state.cleared:
             self.kpis.cleared(self.line.id, parcel.tracking_id, parcel.arrived_at, now)
 
@@ -583,11 +604,11 @@ class LineTracker:
             line=self.line.id,
             tracking_id=parcel.tracking_id,
             hawb=parcel.hawb,
-            state_from=state_from.value if state_from else "",
-            state_to=state_to.value if state_to else "",
+            state_from=state_from or "",  # a StrEnum is its own value
+            state_to=state_to or "",
             lane=lane,
             reasons=reasons,
-            data=_NO_DATA if data is None else data,
+            data=NO_DATA if data is None else data,
         )
 
     def _illegal(self, parcel: Parcel, exc: IllegalTransitionError, now: float) -> JournalEntry:
@@ -618,39 +639,62 @@ class LineTracker:
         return [Record((entry,))]
 
 
-#: States from which an operator may close a parcel on the belt as exception.
-_CLOSABLE = {
-    state: {ParcelState.EXCEPTION}
-    for state in (ParcelState.DECIDED, ParcelState.DEFAULTED, ParcelState.RECIRCULATING)
-}
-
-
-def command_data(command: object, *, accepted: bool, refused: str = "") -> dict[str, object]:
-    """A command as the journal keeps it: who, what, why, and whether it was accepted."""
-    data: dict[str, object] = {}
-    dump = getattr(command, "model_dump", None)
-    if callable(dump):
-        data.update(dump(mode="json"))
-    data["accepted"] = accepted
+def command_data(
+    command: BaseModel, *, accepted: bool | None = None, refused: str = ""
+) -> dict[str, object]:
+    """A command as the journal keeps it: who, what, why, and (on the command's own row)
+    whether it was accepted."""
+    data: dict[str, object] = command.model_dump(mode="json")
+    if accepted is not None:
+        data["accepted"] = accepted
     if refused:
         data["refused"] = refused
     return data
 
 
+class DecisionData(Mapping[str, object]):
+    """A decision's inputs for the audit log, rendered to JSON-ready data when first read:
+    the journal writer reads them, the twin's fast fidelity never does."""
+
+    __slots__ = ("_deadline", "_inputs", "_lap", "_rendered")
+
+    def __init__(self, inputs: PolicyInputs | dict[str, object], deadline: float, lap: int) -> None:
+        self._inputs = inputs
+        self._deadline = deadline
+        self._lap = lap
+        self._rendered: dict[str, object] | None = None
+
+    def _data(self) -> dict[str, object]:
+        if self._rendered is None:
+            inputs = self._inputs
+            described = describe(inputs) if isinstance(inputs, PolicyInputs) else inputs
+            self._rendered = {**described, "deadline": self._deadline, "lap": self._lap}
+        return self._rendered
+
+    def __getitem__(self, key: str) -> object:
+        return self._data()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data())
+
+    def __len__(self) -> int:
+        return len(self._data())
+
+
 def describe(inputs: PolicyInputs) -> dict[str, object]:
-    """The decision's inputs as JSON-ready data for the audit log."""
+    """The decision's inputs as JSON-ready data for the audit log (a StrEnum is a str)."""
     risk = inputs.risk
     return {
         "risk": None
         if risk is None
-        else {"channel": risk.channel.value, "score": risk.score, "declared": risk.declared_goods},
+        else {"channel": risk.channel, "score": risk.score, "declared": risk.declared_goods},
         "xray": {
-            "status": inputs.xray.status.value,
+            "status": inputs.xray.status,
             "scores": dict(inputs.xray.scores),
             "model": inputs.xray.model_version,
             "detail": inputs.xray.detail,
         },
         "held": inputs.held,
         "audit_draw": round(inputs.audit_draw, 6),
-        "review": inputs.review.value if isinstance(inputs.review, ReviewOutcome) else None,
+        "review": inputs.review,
     }

@@ -38,7 +38,7 @@ def entry_to_row(entry: JournalEntry) -> dict[str, Any]:
             raise TypeError(f"JournalEntry.{name} must be str, got {type(value).__name__}")
         if "\x00" in value:
             raise ValueError(f"JournalEntry.{name} contains a NUL character: {value!r}")
-        row[name] = value
+        row[name] = str(value)  # a StrEnum member (a parcel state) is stored as its value
     return row
 
 
