@@ -47,6 +47,8 @@ class NoImages:
 
 def standin_model(path: Path, channels: int = 1, size: int = 128) -> Path:
     """A small CNN (3 strided convs, 16/32/64 channels, GAP, linear, sigmoid), random weights."""
+    # Lazy vendor import: only needed when no model is shipped, and loading onnx would add to
+    # the peak RSS this benchmark reports.
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 

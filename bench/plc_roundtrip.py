@@ -6,8 +6,8 @@ controller side (the real adapter answering at once) runs in this process. Each 
 driven at the target rate (4 lines × 20,000 parcels/h ≈ 22.2 parcels/s, Poisson arrivals),
 after a discarded warm-up, then at doubling rates from 5× that until a phase is no longer
 sustained. A phase is *sustained* when every reply arrived and its p99 stayed within the
-150 ms reply budget (docs/plc-interface.md); ``max_rate_meeting_p99_target_pps`` is the highest rate whose
-p99 also met the protocol's target (OPC UA 25 ms, Modbus 10 ms).
+150 ms reply budget (docs/plc-interface.md); ``max_rate_meeting_p99_target_pps`` is the highest
+rate whose p99 also met the protocol's target (OPC UA 25 ms, Modbus 10 ms).
 
 Prints one JSON object per protocol on its own line:
 ``{"protocol", "rate_pps", "p50_ms", "p99_ms", "max_ms", "max_sustained_parcels_per_s",
@@ -39,10 +39,11 @@ from controller.core.domain import DestinationReply, DestinationRequest
 from controller.core.reasons import Reason
 from controller.core.settings import Line
 from plc_adapters.emulator import EmulatedPlc
+from plc_adapters.factory import build_wire_sorter
 from plc_adapters.layout import Layout
-from plc_adapters.modbus_wire import ModbusServerImage
-from plc_adapters.opcua_wire import OpcUaHost, OpcUaServerImage
-from plc_adapters.settings import ModbusSorter, OpcUaSorter, build_wire_sorter
+from plc_adapters.modbus_server import ModbusServerImage
+from plc_adapters.opcua_server import OpcUaHost, OpcUaServerImage
+from plc_adapters.settings import ModbusSorter, OpcUaSorter
 
 TARGET_PPS = 4 * 20_000 / 3600
 SUSTAINED_P99_MS = 150.0

@@ -27,10 +27,12 @@ from controller.app.terminal import console, errors, print_problems, setup_loggi
 from controller.core.clock import Clock, MonotonicClock
 from controller.core.domain import DivertStatus
 from controller.core.settings import ConfigError, Line
+from plc_adapters import rulebook
 from plc_adapters.certs import make_certificate
 from plc_adapters.emulator import EmulatedPlc, PlcTiming
-from plc_adapters.modbus_wire import ModbusServerImage
-from plc_adapters.opcua_wire import Credentials, OpcUaHost, OpcUaServerImage, Security
+from plc_adapters.modbus_server import ModbusServerImage
+from plc_adapters.opcua_server import OpcUaHost, OpcUaServerImage
+from plc_adapters.opcua_wire import Credentials, Security
 from plc_adapters.settings import (
     ModbusSorter,
     OpcUaSorter,
@@ -136,24 +138,31 @@ class Emulator:
         while True:
             next_at += rng.expovariate(per_h / 3600)
             await self.clock.sleep_until(next_at)
-            task = asyncio.create_task(self._carry(line, rng))
+            task = asyncio.create_task(self.carry(line, rng))
             parcels.add(task)
             task.add_done_callback(parcels.discard)
 
-    async def _carry(self, line: Line, rng: random.Random) -> None:
+    async def carry(self, line: Line, rng: random.Random) -> None:
+        """Move one new parcel from the scan to its divert, and round the loop again for as
+        long as the PLC recirculates it (:func:`plc_adapters.rulebook.recirculates`).
+
+        The belt keeps no lap count of its own: the PLC's lap limit
+        (:func:`plc_adapters.rulebook.lap_limit_passed`, applied by
+        :meth:`EmulatedPlc.lane_for`) ends the trip at the default lane, as on the floor.
+        """
         plc, flow = self.plcs[line.id], self.flows[line.id]
         tracking_id = rng.randrange(1, 2**32)
         barcode = f"CG{rng.randrange(10**9):09d}"
         flow.inducted += 1
-        for _lap in range(line.lap_limit + 1):
+        while True:
             scanned = self.clock.now()
             plc.request(tracking_id, barcode, scanned)
             await self.clock.sleep_until(scanned + line.belt.scan_to_divert_m / line.belt.speed_m_s)
             lane, status = plc.lane_for(tracking_id)
             plc.confirm(tracking_id, lane, status)
-            if status is not DivertStatus.LANE_FULL:
+            if not rulebook.recirculates(status):
                 break
-            flow.lane_full += 1
+            flow.lane_full += 1  # the emulator draws no missed diverts: only a full lane
             await self.clock.sleep_until(self.clock.now() + line.belt.loop_s)
         if status is DivertStatus.DIVERTED:
             flow.diverted += 1

@@ -13,9 +13,11 @@ Only replies the PLC credits reach ``on_reply`` (the plant acts on those alone, 
 sorter would); ``on_reply_taken`` sees every reply read from the ring.
 
 It implements :class:`plc_adapters.plant_side.PlantSide`, so the stand-in plant, the SimPy twin
-and the tests drive it exactly like the in-process sorter. The server (an
-:class:`ServerImage`) can be stopped and started again on the same port while the PLC memory and
-scan cycle carry on, as a PLC's communication module restarts without losing the program state.
+and the tests drive it exactly like the in-process sorter. The server (a
+:class:`plc_adapters.server_image.ServerImage`: :mod:`plc_adapters.opcua_server` or
+:mod:`plc_adapters.modbus_server`) can be stopped and started again on the same port while the
+PLC memory and scan cycle carry on, as a PLC's communication module restarts without losing the
+program state.
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ import math
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
 
 from controller.core.clock import Clock
 from controller.core.domain import DestinationReply, DivertStatus, LaneStatus
 from controller.core.reasons import Reason
+from controller.core.settings import Line
 from plc_adapters import rulebook
 from plc_adapters.layout import (
     LAYOUT_VERSION,
@@ -49,34 +51,11 @@ from plc_adapters.layout import (
     zero,
 )
 from plc_adapters.plant_side import ReplyHandler
+from plc_adapters.server_image import ServerImage
 from plc_adapters.shutdown import bounded, cancel_and_wait
 from plc_adapters.telegrams import RawTelegram
 
-if TYPE_CHECKING:  # controller.app.site may import this package's settings: no cycle
-    from controller.core.settings import Line
-
 log = logging.getLogger(__name__)
-
-
-class ServerImage(Protocol):
-    """A protocol server exposing an :class:`EmulatedPlc`'s memory."""
-
-    @property
-    def endpoint(self) -> str: ...
-
-    async def start(self, plc: EmulatedPlc) -> None:
-        """Bind and serve ``plc.mem``; controller writes go to :meth:`EmulatedPlc.written`."""
-        ...
-
-    async def stop(self) -> None:
-        """Stop serving and release the port; never raises."""
-        ...
-
-    def changed(self, key: Key, value: Value) -> None:
-        """The PLC wrote a field it owns (publish it, in order, by the next :meth:`flush`)."""
-        ...
-
-    async def flush(self) -> None: ...
 
 
 @dataclass(slots=True)

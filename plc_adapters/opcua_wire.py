@@ -1,4 +1,4 @@
-"""OPC UA for the sorter layout: the client transport and the emulated PLC's server.
+"""OPC UA for the sorter layout: the node map, the security material and the client transport.
 
 Every field of :mod:`plc_adapters.layout` is one scalar variable with a string NodeId
 ``ns=<index of namespace_uri>;s=<line>.<Name>`` (for example ``s=L1.Telegram[3].Seq``) under the
@@ -6,13 +6,15 @@ object ``<line>`` in Objects; names are in :func:`node_name`. Values are always 
 Variants (UInt16, UInt32, String): an untyped write goes out as Int64, which a strict server
 refuses. A subscription on ``TelWrite`` only wakes the client up; it then reads the ring back by
 sequence number, so a coalesced or dropped notification never loses a telegram.
+
+The emulated PLC's server, which publishes the same node map, is :mod:`plc_adapters.opcua_server`;
+this module is the controller's side and imports nothing of the emulator.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,17 +23,11 @@ from typing import Any
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.node import Node
-from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
-from asyncua.server.server import Server
-from asyncua.server.user_managers import UserManager
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
-from plc_adapters.emulator import EmulatedPlc
-from plc_adapters.layout import FieldType, Key, Layout, Owner, Value, header
+from plc_adapters.layout import FieldType, Key, Layout, Value, header
 from plc_adapters.transport import LinkDownError, LinkRejectedError
-
-log = logging.getLogger(__name__)
 
 VARIANT = {
     FieldType.U16: ua.VariantType.UInt16,
@@ -144,7 +140,8 @@ class OpcUaTransport:
             await self.close()
             raise LinkDownError(f"{type(exc).__name__}: {exc}") from None
         self._nodes = {
-            f.key: client.get_node(_nodeid(node_name(self.line, f.key), index)) for f in self.layout
+            f.key: client.get_node(string_nodeid(node_name(self.line, f.key), index))
+            for f in self.layout
         }
         try:
             handler = _Wake(wake)
@@ -208,8 +205,9 @@ class _Wake:
         self._wake()
 
 
-def _nodeid(name: str, index: int) -> ua.NodeId:
-    """A string NodeId (asyncua's stubs want its own alias types for plain str and int)."""
+def string_nodeid(name: str, index: int) -> ua.NodeId:
+    """A string NodeId, as both ends name every node (asyncua's stubs want its own alias types
+    for plain str and int)."""
     return ua.NodeId(name, index)  # type: ignore[arg-type]
 
 
@@ -217,186 +215,3 @@ async def _disconnect(client: Client) -> None:
     with contextlib.suppress(Exception):
         async with asyncio.timeout(2.0):
             await client.disconnect()
-
-
-class _Users(UserManager):
-    """Accepts exactly one configured user name and password."""
-
-    def __init__(self, credentials: Credentials) -> None:
-        self._credentials = credentials
-
-    def get_user(
-        self,
-        iserver: Any,
-        username: str | None = None,
-        password: str | None = None,
-        certificate: Any = None,
-    ) -> User | None:
-        wanted = self._credentials
-        if username == wanted.username and password == wanted.password:
-            return User(role=UserRole.User)
-        return None
-
-
-class OpcUaHost:
-    """One OPC UA server at ``host:port`` serving the objects of one or more lines.
-
-    Several lines of a PLC (or of the emulator) may share one endpoint; each line is one
-    object. Stopping the host stops the endpoint for every line on it; starting it again
-    rebuilds every line's variables from its PLC memory.
-    """
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        namespace_uri: str,
-        security: Security | None = None,
-        credentials: Credentials | None = None,
-    ) -> None:
-        self.host, self.port = host, port
-        self.namespace_uri = namespace_uri
-        self.security = security
-        self.credentials = credentials
-        self.server: Server | None = None
-        self.index = 0
-        self._lines: dict[str, OpcUaServerImage] = {}
-        self._built: set[str] = set()
-        self._lock = asyncio.Lock()
-
-    @property
-    def endpoint(self) -> str:
-        return f"opc.tcp://{self.host}:{self.port}"
-
-    async def serve(self, image: OpcUaServerImage) -> None:
-        """Start the server if needed and publish ``image``'s line on it."""
-        async with self._lock:
-            self._lines[image.line] = image
-            if self.server is None:
-                await self._start()
-            elif image.line not in self._built:
-                await image.build(self.server, self.index)
-                self._built.add(image.line)
-
-    async def _start(self) -> None:
-        server = Server(user_manager=_Users(self.credentials) if self.credentials else None)
-        await server.init()
-        server.set_endpoint(self.endpoint)
-        server.set_server_name("CargoGate emulated sorter PLC")
-        if self.security is not None:
-            await server.set_application_uri(self.security.application_uri)
-            server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
-            await server.load_certificate(str(self.security.certificate))
-            await server.load_private_key(str(self.security.private_key))
-        else:
-            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-        if self.credentials is not None:
-            server.set_identity_tokens([ua.UserNameIdentityToken])
-        self.index = await server.register_namespace(self.namespace_uri)
-        for image in self._lines.values():
-            await image.build(server, self.index)
-        self._built = set(self._lines)
-        try:
-            await server.start()
-        except OSError:
-            with contextlib.suppress(Exception):
-                await server.stop()
-            raise
-        if self.port == 0 and server.bserver is not None:
-            self.port = server.bserver.port  # the OS chose a free port: keep it for restarts
-        self.server = server
-        log.info("emulated PLC serving %s (lines %s)", self.endpoint, ", ".join(self._lines))
-
-    async def stop(self) -> None:
-        """Stop the endpoint (every line on it); never raises."""
-        async with self._lock:
-            server, self.server = self.server, None
-            self._built.clear()
-            if server is not None:
-                with contextlib.suppress(Exception):
-                    await server.stop()
-
-
-class OpcUaServerImage:
-    """One line's variables on an :class:`OpcUaHost`.
-
-    Variables the PLC owns are read-only to clients; ``PlcClockMs`` is computed at read time.
-    """
-
-    def __init__(self, host: OpcUaHost, line: str, layout: Layout) -> None:
-        self.host = host
-        self.line = line
-        self.layout = layout
-        self._nodeids: dict[Key, ua.NodeId] = {}
-        self._pending: dict[Key, Value] = {}
-        self._plc: EmulatedPlc | None = None
-        self._server: Server | None = None
-
-    @property
-    def endpoint(self) -> str:
-        return self.host.endpoint
-
-    async def start(self, plc: EmulatedPlc) -> None:
-        self._plc = plc
-        await self.host.serve(self)
-
-    async def stop(self) -> None:
-        await self.host.stop()
-
-    async def build(self, server: Server, index: int) -> None:
-        """Create this line's object and variables on ``server`` from the PLC's memory."""
-        plc = self._plc
-        assert plc is not None
-        self._pending.clear()
-        line_object = await server.nodes.objects.add_object(
-            _nodeid(self.line, index), ua.QualifiedName(self.line, index)
-        )
-        parents: dict[tuple[str, int], Node] = {}
-        for f in self.layout:
-            area, slot, _ = f.key
-            parent = line_object
-            if area != "header":
-                parent = parents.get((area, slot)) or await line_object.add_object(
-                    _nodeid(f"{self.line}.{AREA_NAMES[area]}[{slot}]", index),
-                    ua.QualifiedName(f"{AREA_NAMES[area]}[{slot}]", index),
-                )
-                parents[(area, slot)] = parent
-            nodeid = _nodeid(node_name(self.line, f.key), index)
-            variable = await parent.add_variable(
-                nodeid,
-                ua.QualifiedName(node_name(self.line, f.key).rsplit(".", 1)[1], index),
-                to_variant(f.type, plc.mem[f.key]),
-                varianttype=VARIANT[f.type],
-            )
-            self._nodeids[f.key] = nodeid
-            if f.owner is Owner.CONTROLLER:
-                await variable.set_writable()
-                server.set_attribute_value_setter(nodeid, self._setter(f.key, f.type))
-        server.set_attribute_value_callback(
-            self._nodeids[header("plc_clock_ms")],
-            lambda _nodeid, _attr: ua.DataValue(to_variant(FieldType.U32, plc.clock_ms())),
-        )
-        self._server = server
-
-    def _setter(self, key: Key, type_: FieldType) -> Callable[[Any, Any, ua.DataValue], None]:
-        def setter(node: Any, attr: Any, value: ua.DataValue) -> None:
-            node.attributes[attr].value = value
-            if self._plc is not None and value.Value is not None:
-                self._plc.written(key, from_variant(type_, value.Value.Value))
-
-        return setter
-
-    def changed(self, key: Key, value: Value) -> None:
-        if self.host.server is not None:
-            self._pending[key] = value
-
-    async def flush(self) -> None:
-        """Publish PLC writes in the order they were made (slots before their index)."""
-        server = self.host.server
-        if server is None or server is not self._server:
-            self._pending.clear()
-            return
-        pending, self._pending = self._pending, {}
-        for key, value in pending.items():
-            variant = to_variant(self.layout.by_key[key].type, value)
-            await server.write_attribute_value(self._nodeids[key], ua.DataValue(variant))

@@ -22,17 +22,15 @@ The order in which a PLC applies the rules at a divert (:func:`disposition`):
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Container, Mapping, Sequence
+from typing import Protocol
 
 from controller.core.domain import DivertStatus, LaneKind, LaneStatus
-
-if TYPE_CHECKING:  # the settings models need pydantic; default_lane only calls lanes_of
-    from controller.core.settings import Line
 
 __all__ = [
     "PLC_SPARE_LAPS",
     "RECIRCULATING",
+    "LaneTable",
     "at_divert",
     "decision_point",
     "default_lane",
@@ -52,12 +50,25 @@ exception, so this only catches a controller that never does."""
 RECIRCULATING = frozenset({DivertStatus.MISSED, DivertStatus.LANE_FULL})
 """Statuses after which the parcel goes round again and is requested again (section 5, item 4)."""
 
+
+class _Lane(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
+class LaneTable(Protocol):
+    """What :func:`default_lane` reads of a line: its lanes by kind. A
+    :class:`controller.core.settings.Line` is one; stated here so the rules load no pydantic."""
+
+    def lanes_of(self, kind: LaneKind) -> Sequence[_Lane]: ...
+
+
 _AVAILABLE = LaneStatus.AVAILABLE
 _DIVERTED, _MISSED, _LANE_FULL = DivertStatus.DIVERTED, DivertStatus.MISSED, DivertStatus.LANE_FULL
 _DEFAULTED, _LOST = DivertStatus.DEFAULTED, DivertStatus.LOST_TRACKING
 
 
-def default_lane(line: Line) -> int:
+def default_lane(line: LaneTable) -> int:
     """The lane a parcel takes when no reply steers it: the line's first exception lane
     (section 5, item 3, "the default lane (the line's exception lane)")."""
     return line.lanes_of(LaneKind.EXCEPTION)[0].id

@@ -9,11 +9,9 @@ registered in :mod:`plc_adapters.registration`.
 
 from __future__ import annotations
 
-import importlib
 import os
-import warnings
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
@@ -171,16 +169,3 @@ def host_port(endpoint: str) -> tuple[str, int]:
     if not url.hostname or url.port is None:
         raise SettingsError(f"endpoint {endpoint!r}: expected opc.tcp://HOST:PORT")
     return url.hostname, url.port
-
-
-_MOVED = {"build_sorter": "plc_adapters.factory", "build_wire_sorter": "plc_adapters.factory"}
-
-
-def __getattr__(name: str) -> Any:
-    """Deprecated names that moved to :mod:`plc_adapters.factory` (it loads asyncua and
-    pymodbus, which this module must not); remove once no caller imports them from here."""
-    module = _MOVED.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(f"import {name} from {module}, not {__name__}", DeprecationWarning, stacklevel=2)
-    return getattr(importlib.import_module(module), name)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from controller.core.lifecycle import ParcelState
+from controller.core.policy import DecisionPolicy
 from simulation.plant import RECORD_FIELDS
 from simulation.run import TwinRun
 
@@ -188,8 +189,6 @@ def compute_kpis(run: TwinRun) -> dict[str, Any]:
 
 
 def _policy_version(run: TwinRun) -> str:
-    from controller.core.policy import DecisionPolicy
-
     return DecisionPolicy(run.bundle.site.policy).version
 
 

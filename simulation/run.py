@@ -14,6 +14,7 @@ from typing import Any
 import simpy
 from simpy.events import NORMAL, EventPriority
 
+from simulation.fast_path import PolicyLink
 from simulation.plant import Plant, Sample
 from simulation.scenario import ScenarioBundle
 from simulation.truth import LineArrivals, ParcelSpec
@@ -76,8 +77,6 @@ def run_fast(
     """Run the scenario with the real policy in the loop (no asyncio) and return the run.
 
     ``arrivals`` and ``specs`` replace the generated traffic (a replay)."""
-    from simulation.fast_path import PolicyLink
-
     started = time.perf_counter()
     env = CountingEnvironment()
     link = PolicyLink(bundle.site, bundle.scenario)

@@ -9,10 +9,8 @@ controller reaches the twin only through the adapter registry.
 
 from __future__ import annotations
 
-import importlib
-import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
@@ -53,16 +51,3 @@ class PlantReview(_Strict):
     """The plant model's officers review on screen (the digital twin; demos)."""
 
     type: Literal["plant"]
-
-
-_MOVED = ("TwinSitePlant", "virtual_plant_from_settings")
-
-
-def __getattr__(name: str) -> Any:
-    """Deprecated names that moved to :mod:`simulation.site_plant` (it loads SimPy and numpy,
-    which this module must not); remove once no caller imports them from here."""
-    if name not in _MOVED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module = "simulation.site_plant"
-    warnings.warn(f"import {name} from {module}, not {__name__}", DeprecationWarning, stacklevel=2)
-    return getattr(importlib.import_module(module), name)

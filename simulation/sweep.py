@@ -21,6 +21,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from controller.core.settings import ConfigError
+from simulation.kpis import compute_kpis
+from simulation.run import run_fast
+from simulation.scenario import load_scenario
+
 SUMMARY_FIELDS = (
     "officers",
     "induction_per_h",
@@ -82,11 +87,6 @@ def grid(
 
 def run_point(scenario: str, point: GridPoint, hours: float | None = None) -> dict[str, Any]:
     """Run one grid point on the fast path and summarise it (runs on a Dask worker)."""
-    from controller.core.settings import ConfigError
-    from simulation.kpis import compute_kpis
-    from simulation.run import run_fast
-    from simulation.scenario import load_scenario
-
     base: dict[str, Any] = {} if hours is None else {"horizon_h": hours}
     row: dict[str, Any] = {
         "officers": point.officers,
@@ -139,6 +139,8 @@ def run_sweep(
     hours: float | None = None,
 ) -> list[dict[str, Any]]:
     """Run every point on Dask and return one summary row per point, in grid order."""
+    # Lazy vendor import: distributed adds about half a second to start-up and only
+    # `cargogate sweep` needs it, while simulation.cli imports this module for every twin command.
     from distributed import Client, LocalCluster
 
     if address:

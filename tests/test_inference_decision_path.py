@@ -24,16 +24,13 @@ from controller.core.domain import (
     RiskResult,
 )
 from controller.core.reasons import Reason
+from controller.inference.factory import build_onnx_xray
 from controller.inference.service import OnnxXrayService
-from controller.inference.settings import OnnxXray, build_onnx_xray
+from controller.inference.settings import OnnxXray
+from controller.intake.factory import build_intake
 from controller.intake.folder import FolderSource
 from controller.intake.inprocess import InProcessScanner
-from controller.intake.settings import (
-    InProcessIntake,
-    Intake,
-    WatchFolderIntake,
-    build_intake,
-)
+from controller.intake.settings import InProcessIntake, Intake, WatchFolderIntake
 from controller.lines import Controller
 from plc_adapters.inprocess import InProcessSorter
 from tests.imaging.images import parcel_image

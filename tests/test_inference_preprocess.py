@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from controller.inference.contract import (
@@ -203,8 +204,6 @@ def test_shipped_models_follow_the_contract() -> None:
     shipped = sorted(Path(__file__).parents[1].glob("models/*.onnx"))
     if not shipped:
         pytest.skip("no model shipped in models/ yet")
-    import onnx
-
     for path in shipped:
         model = onnx.load(str(path))
         meta = {p.key: p.value for p in model.metadata_props}

@@ -13,11 +13,13 @@ import pytest
 
 from controller.alarms import Alarms
 from controller.core.domain import XrayStatus
+from controller.core.settings import Policy
 from controller.inference.contract import ModelContractError, PolicyClassesError
+from controller.inference.factory import build_onnx_xray
 from controller.inference.preprocess import preprocess
 from controller.inference.service import OnnxXrayService, ServiceState
 from controller.inference.session import ModelLoadError
-from controller.inference.settings import OnnxXray, build_onnx_xray
+from controller.inference.settings import OnnxXray
 from tests.imaging.images import DictImages, parcel_image
 from tests.imaging.models import CLASSES, build_model, contract_metadata, reference_scores
 
@@ -210,8 +212,6 @@ async def test_shipped_model_scores_a_generated_parcel(tmp_path: Path) -> None:
     if not shipped:
         pytest.skip("no model shipped in models/ yet")
     synth = pytest.importorskip("simulation.xray_synth", reason="the X-ray generator is absent")
-    from controller.core.settings import Policy
-
     for path in shipped:
         images = DictImages()
         sample = synth.render_parcel(21, "firearm")

@@ -16,6 +16,8 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 
 from controller.core.domain import XrayResult, XrayStatus
+from controller.core.ports import ScanImage
+from controller.intake.dicom import decode_dataset
 from controller.intake.dicom_scp import NOT_MATCHING_SOP_CLASS, SUCCESS, DicomStorageScp
 from controller.intake.matcher import ImageMatcher
 from controller.intake.quarantine import Quarantine
@@ -164,9 +166,6 @@ async def test_threat_report_is_written_for_a_dicos_image(tmp_path: Path) -> Non
 async def test_failed_inference_gives_an_aborted_threat_report(tmp_path: Path) -> None:
     refs = DicomReferences()
     writer = ThreatReportWriter(tmp_path / "tdr", refs, {})
-    from controller.core.ports import ScanImage
-    from controller.intake.dicom import decode_dataset
-
     decoded = decode_dataset(dicos_image(parcel_image(), ooi_id="CG401"), "test")
     image = ScanImage("CG401", None, "x", 1.0, decoded.pixels)
     refs.remember(image, decoded.reference)

@@ -18,6 +18,7 @@ from PIL import Image
 from controller.alarms import Alarms
 from controller.core.ports import ScanImage
 from controller.intake.dicom import read_dicom_file
+from controller.intake.factory import build_intake
 from controller.intake.folder import DONE, FAILED, FolderSource, decode_image_file
 from controller.intake.matcher import ImageMatcher
 from controller.intake.naming import ImageKey, NamingError, key_from_filename, parse_key
@@ -28,7 +29,6 @@ from controller.intake.settings import (
     InProcessIntake,
     Intake,
     WatchFolderIntake,
-    build_intake,
 )
 from tests.imaging.dicom import dicos_image, write_dicos
 from tests.imaging.images import parcel_image

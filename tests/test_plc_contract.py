@@ -21,7 +21,7 @@ from controller.core.domain import (
 )
 from controller.core.reasons import Reason
 from plc_adapters.layout import TelegramKind
-from plc_adapters.opcua_wire import OpcUaHost
+from plc_adapters.opcua_server import OpcUaHost
 from plc_adapters.telegrams import RawTelegram
 from tests.plc.rigs import NAMESPACE, PROTOCOLS, Rig, open_rig, wait_for
 

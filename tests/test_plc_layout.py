@@ -16,7 +16,8 @@ from controller.core.clock import MonotonicClock
 from controller.core.domain import DivertStatus, LaneStatus
 from plc_adapters.emulator import EmulatedPlc
 from plc_adapters.layout import FieldType, Layout, decode, encode, header, u32_add, u32_diff
-from plc_adapters.modbus_wire import MAX_READ, MAX_WRITE, ModbusServerImage, spans
+from plc_adapters.modbus_server import ModbusServerImage
+from plc_adapters.modbus_wire import MAX_READ, MAX_WRITE, spans
 from plc_adapters.opcua_wire import node_name
 from tests.plc.rigs import PLC_TIMING, line, wait_for
 

@@ -13,7 +13,8 @@ import pytest_asyncio
 from controller.core.domain import DestinationReply, DestinationRequest
 from controller.core.reasons import Reason
 from plc_adapters.certs import make_certificate
-from plc_adapters.opcua_wire import Credentials, OpcUaHost, Security
+from plc_adapters.opcua_server import OpcUaHost
+from plc_adapters.opcua_wire import Credentials, Security
 from tests.plc.rigs import NAMESPACE, open_rig, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import random
 import socket
+import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -14,11 +18,13 @@ import yaml
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from controller.core.clock import MonotonicClock
-from controller.core.domain import DestinationReply, DestinationRequest
+from controller.core.clock import ManualClock, MonotonicClock
+from controller.core.domain import DestinationReply, DestinationRequest, LaneStatus
 from controller.core.reasons import Reason
-from plc_adapters.cli import load_emulator_site, plc_emulator
+from plc_adapters import rulebook
+from plc_adapters.cli import Emulator, Protocol, load_emulator_site, plc_emulator
 from plc_adapters.factory import build_sorter, build_wire_sorter
+from plc_adapters.modbus_server import ModbusServerImage
 from plc_adapters.modbus_wire import ModbusTransport
 from plc_adapters.opcua_wire import OpcUaTransport
 from plc_adapters.settings import ModbusSorter, OpcUaSorter, SettingsError
@@ -165,3 +171,87 @@ async def test_emulator_command_serves_a_controller(tmp_path: Path) -> None:
             process.terminate()
         await process.wait()
         log.close()
+
+
+def test_building_a_wire_sorter_loads_no_emulator_code() -> None:
+    """The controller's side of each protocol stands alone: building both wire sorters loads
+    neither the emulated PLC nor the protocol servers in front of it."""
+    probe = (
+        "import json, sys\n"
+        "from controller.core.clock import MonotonicClock\n"
+        "from plc_adapters.factory import build_wire_sorter\n"
+        "from plc_adapters.settings import ModbusSorter, OpcUaSorter\n"
+        "opcua = OpcUaSorter(type='opcua', endpoint='opc.tcp://plc:4840')\n"
+        "build_wire_sorter('L1', opcua, MonotonicClock())\n"
+        "build_wire_sorter('L2', ModbusSorter(type='modbus', host='plc'), MonotonicClock())\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('plc_adapters.'))))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True
+    )
+    loaded = set(json.loads(done.stdout))
+    assert {"plc_adapters.opcua_wire", "plc_adapters.modbus_wire"} <= loaded
+    servers = {"plc_adapters.opcua_server", "plc_adapters.modbus_server"}
+    assert loaded & {"plc_adapters.emulator", *servers} == set()
+
+
+def _count_is(items: list[DestinationReply], count: int) -> bool:
+    return len(items) == count
+
+
+async def test_the_emulator_carries_a_parcel_round_until_the_plcs_lap_limit(
+    tmp_path: Path,
+) -> None:
+    """A parcel whose replied lane stays full goes round the loop for as long as the PLC
+    recirculates it; the PLC's own lap limit (the rulebook) ends its trip at the default lane.
+    The emulated PLC behind its real Modbus server, the real adapter replying; the belt runs on
+    a manual clock so every reply is in time."""
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    raw["lines"][1]["sorter"]["port"] = 0  # the OS chooses
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    site, sorters = load_emulator_site(path)
+    line = next(line for line in site.lines if line.id == "L2")
+    clock = ManualClock()
+    emulator = Emulator(site, sorters, Protocol.MODBUS, clock, host_override="127.0.0.1")
+    plc = emulator.plcs["L2"]
+    taken: list[DestinationReply] = []
+    plc.on_reply_taken = taken.append
+    async with plc:
+        assert isinstance(plc.image, ModbusServerImage)
+        settings = sorters["L2"].model_copy(update={"port": plc.image.port})
+        adapter = build_wire_sorter("L2", settings, MonotonicClock())
+
+        async def controller() -> None:
+            async for telegram in adapter.telegrams():
+                if isinstance(telegram, DestinationRequest):
+                    reply = DestinationReply("L2", telegram.tracking_id, 2, Reason.RISK_RED)
+                    await adapter.reply(reply)
+
+        replying = asyncio.create_task(controller())
+        try:
+            plc.set_lane_status(2, LaneStatus.FULL)
+            await wait_for(lambda: adapter.connected and not plc.safe_state, "link up")
+            carrying = asyncio.create_task(emulator.carry(line, random.Random(1)))
+            laps = 0
+            while not carrying.done():
+                laps += 1
+                await wait_for(partial(_count_is, taken, laps), f"the reply of lap {laps}")
+                await clock.advance(line.belt.scan_to_divert_m / line.belt.speed_m_s)
+                await clock.advance(line.belt.loop_s)
+            await carrying
+        finally:
+            replying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await replying
+            await adapter.aclose()
+    flow = emulator.flows["L2"]
+    recirculations = line.lap_limit + rulebook.PLC_SPARE_LAPS + 1  # laps 0 … limit + spare
+    assert laps == recirculations + 1
+    assert (flow.inducted, flow.lane_full, flow.defaulted, flow.diverted) == (
+        1,
+        recirculations,
+        1,
+        0,
+    )

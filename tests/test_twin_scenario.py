@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import typer
 import yaml
 from typer.testing import CliRunner
 
@@ -91,15 +93,13 @@ def test_overload_runs_when_asked_and_the_queue_grows(tmp_path: Path) -> None:
     )
     run = run_fast(load_scenario(write_files(tmp_path, raw)))
     samples = [s.t for s in run.samples if s.t <= 1800]
-    queue = run.plant.induction_queue(__import__("numpy").array(samples))["L1"]
+    queue = run.plant.induction_queue(np.array(samples))["L1"]
     # Arrivals exceed induction by 5,000/h: after 30 minutes about 2,500 parcels wait.
     assert 2000 < queue[-1] < 3000
     assert all(later >= earlier - 50 for earlier, later in zip(queue[5:], queue[10:], strict=False))
 
 
 def test_cli_prints_the_problems_and_exits_2_without_a_traceback(tmp_path: Path) -> None:
-    import typer
-
     app = typer.Typer()
     app.command()(simulate)
     app.command("noop")(lambda: None)

@@ -79,9 +79,8 @@ class ForceClose(_Command):
 
 
 Command = PlaceHold | LiftHold | RecordInspection | RecordVerdict | AcknowledgeAlarm | ForceClose
-COMMAND: TypeAdapter[Command] = TypeAdapter(
-    Annotated[Command, Field(discriminator="command")]  # type: ignore[arg-type]
-)
+_TaggedCommand = Annotated[Command, Field(discriminator="command")]
+COMMAND: TypeAdapter[Command] = TypeAdapter(_TaggedCommand)
 """Validates a command received as JSON: ``COMMAND.validate_python(data)``."""
 
 

@@ -6,10 +6,8 @@ Pydantic only: the service that loads onnxruntime is built by
 
 from __future__ import annotations
 
-import importlib
-import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
@@ -42,13 +40,3 @@ class OnnxXray(BaseModel):
     max_restarts: int = Field(default=3, ge=0, le=100)
     """Session restarts allowed without a healthy run in between; then inference stays failed."""
     warmup: bool = True
-
-
-def __getattr__(name: str) -> Any:
-    """``build_onnx_xray`` moved to :mod:`controller.inference.factory` (it loads onnxruntime,
-    which this module must not); kept until no caller imports it from here."""
-    if name != "build_onnx_xray":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module = "controller.inference.factory"
-    warnings.warn(f"import {name} from {module}, not {__name__}", DeprecationWarning, stacklevel=2)
-    return getattr(importlib.import_module(module), name)

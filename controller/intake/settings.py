@@ -9,10 +9,8 @@ pynetdicom) and registered in :mod:`controller.intake.registration`; in a site f
 
 from __future__ import annotations
 
-import importlib
-import warnings
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
@@ -101,16 +99,3 @@ def source_name(settings: BaseModel) -> str:
     """An image source's name: its ``name`` setting (a registered third-party source without
     one is named by its ``type``)."""
     return str(getattr(settings, "name", None) or getattr(settings, "type", "source"))
-
-
-_MOVED = ("IntakeParts", "build_intake", "build_source")
-
-
-def __getattr__(name: str) -> Any:
-    """Deprecated names that moved to :mod:`controller.intake.factory` (it loads pydicom and
-    pynetdicom, which this module must not); remove once no caller imports them from here."""
-    if name not in _MOVED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module = "controller.intake.factory"
-    warnings.warn(f"import {name} from {module}, not {__name__}", DeprecationWarning, stacklevel=2)
-    return getattr(importlib.import_module(module), name)

@@ -20,14 +20,10 @@ from controller.core.settings import Line
 from plc_adapters.emulator import EmulatedPlc, PlcTiming
 from plc_adapters.inprocess import InProcessSorter
 from plc_adapters.layout import Layout
-from plc_adapters.modbus_wire import ModbusServerImage, ModbusTransport
-from plc_adapters.opcua_wire import (
-    Credentials,
-    OpcUaHost,
-    OpcUaServerImage,
-    OpcUaTransport,
-    Security,
-)
+from plc_adapters.modbus_server import ModbusServerImage
+from plc_adapters.modbus_wire import ModbusTransport
+from plc_adapters.opcua_server import OpcUaHost, OpcUaServerImage
+from plc_adapters.opcua_wire import Credentials, OpcUaTransport, Security
 from plc_adapters.shutdown import cancel_and_wait
 from plc_adapters.telegrams import RawTelegram
 from plc_adapters.wire_sorter import LinkTiming, WireSorter
