@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Protocol
@@ -56,6 +57,7 @@ from controller.core.tracker import (
     Reply,
     command_data,
 )
+from controller.core.views import ControllerView, LineView, ParcelView
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,17 @@ class LineController:
                     task.cancel()
                 log.warning("line %s: %d task(s) cut short at shutdown", self.line.id, len(stuck))
                 return
+
+    def view(self) -> LineView:
+        tracker = self.tracker
+        return LineView(
+            line=self.line.id,
+            health=self.sorter.health(),
+            lanes=dict(self.sorter.lane_status()),
+            on_belt=len(tracker.on_belt),
+            at_inspection=sum(len(q) for q in tracker.in_inspection.values()),
+            awaiting_review=tracker.awaiting_review(),
+        )
 
     def restore(self, parcels: list[Parcel]) -> None:
         """Take back parcels that were open when the controller last stopped (see recovery)."""
@@ -320,6 +333,27 @@ class Controller:
 
     def open_parcels(self) -> int:
         return sum(line.tracker.open_parcels() for line in self.lines.values())
+
+    def view(self, oldest: int = 20) -> ControllerView:
+        """A frozen snapshot of the site as the controller sees it, taken in one go."""
+        now = self.clock.now()
+        lines = tuple(line.view() for line in self.lines.values())
+        parcels = heapq.nsmallest(
+            oldest,
+            (p for line in self.lines.values() for p in line.tracker.parcels()),
+            key=lambda p: p.arrived_at,
+        )
+        return ControllerView(
+            clock_s=now,
+            kpis=self.kpis.view(now),
+            lines=lines,
+            holds=len(self.holds),
+            open_parcels=sum(line.on_belt + line.at_inspection for line in lines),
+            oldest_open=tuple(
+                ParcelView(p.line, p.tracking_id, p.hawb, str(p.state), p.arrived_at, p.laps)
+                for p in parcels
+            ),
+        )
 
     def restore(self, parcels: Iterable[Parcel], holds: Iterable[Hold]) -> None:
         """Take back what the journal shows open at start-up: parcels and holds."""

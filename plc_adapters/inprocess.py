@@ -22,7 +22,9 @@ from collections.abc import AsyncIterator, Mapping
 
 from controller.core.clock import Clock
 from controller.core.domain import DestinationReply, DivertStatus, LaneStatus, Telegram
+from controller.core.link import LinkState
 from controller.core.ports import AlarmSink
+from controller.core.views import SorterHealth
 from plc_adapters import rulebook
 from plc_adapters.layout import TelegramKind
 from plc_adapters.plant_side import ReplyHandler
@@ -77,6 +79,10 @@ class InProcessSorter:
 
     def lane_status(self) -> Mapping[int, LaneStatus]:
         return self._lanes
+
+    def health(self) -> SorterHealth:
+        """In one process there is no link to lose and no heartbeat to watch."""
+        return SorterHealth(LinkState.UP, "execute")
 
     # --- plant side ----------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from controller.core.clock import Clock
 from controller.core.domain import DestinationReply, LaneStatus, Telegram
 from controller.core.link import LinkState
 from controller.core.ports import AlarmSink
+from controller.core.views import SorterHealth
 from plc_adapters.layout import (
     LAYOUT_VERSION,
     Key,
@@ -150,6 +151,11 @@ class WireSorter:
 
     def lane_status(self) -> Mapping[int, LaneStatus]:
         return self._lanes
+
+    def health(self) -> SorterHealth:
+        heartbeat_age = time.monotonic() - self._plc_heartbeat_at if self.connected else None
+        state = self.line_state.name.lower() if self.line_state is not None else ""
+        return SorterHealth(self.link_state, state, heartbeat_age)
 
     @property
     def link_state(self) -> LinkState:

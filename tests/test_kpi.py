@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from controller.core.kpi import Kpis
 from controller.core.reasons import Reason
+from controller.core.views import Share
 
 
 def test_verdict_comes_at_clearance_or_when_the_target_passes() -> None:
@@ -53,3 +54,29 @@ def test_bucket_names_follow_the_target() -> None:
     k.arrived("L1", 1, 0.0)
     k.cleared("L1", 1, 0.0, now=200.0)
     assert k.snapshot(200.0)["buckets"] == {"<=120s": 0, "120-240s": 1, ">240s": 0}
+
+
+def test_verdicts_are_counted_by_hour_and_by_line() -> None:
+    k = Kpis(target_s=150.0)
+    k.arrived("L1", 1, 3500.0)
+    k.cleared("L1", 1, 3500.0, 3600.0)  # a hit at the start of hour 1
+    k.arrived("L2", 2, 3500.0)
+    k.cleared("L2", 2, 3500.0, 3700.0)  # a miss, also in hour 1
+    k.arrived("L1", 3, 100.0)  # never cleared: a miss when its target passes, in hour 0
+    view = k.view(now=4000.0)
+    assert view.by_hour == {0: Share(0, 1), 1: Share(1, 1)}
+    assert view.by_line == {"L1": Share(1, 1), "L2": Share(0, 1)}
+    assert view.overall == Share(1, 2)
+    assert view.overall.share == 1 / 3
+    assert view.as_dict()["by_hour"] == {"0": 0.0, "1": 0.5}
+    assert view.as_dict()["by_line"] == {"L1": 0.5, "L2": 0.0}
+
+
+def test_a_view_is_a_snapshot_that_later_verdicts_do_not_change() -> None:
+    k = Kpis(target_s=150.0)
+    k.arrived("L1", 1, 0.0)
+    before = k.view(now=10.0)
+    k.cleared("L1", 1, 0.0, 20.0)
+    assert before.overall == Share(0, 0)
+    assert before.overall.share is None
+    assert k.view(now=30.0).overall == Share(1, 0)

@@ -240,9 +240,17 @@ async def test_plc_heartbeat_loss_raises_one_alarm_and_one_recovery(rig: Rig) ->
     await settled(rig)
     source = f"{rig.sorter.line}/plc-heartbeat"
     before = len(rig.alarms.history)
+    healthy = rig.adapter.health()
+    assert (healthy.link, healthy.line_state) == ("up", "execute")
+    assert healthy.heartbeat_age_s is not None
+    assert healthy.heartbeat_age_s < 1.0
     rig.plc.freeze_heartbeat()
     await wait_for(lambda: source in rig.alarms.active, "the PLC heartbeat alarm")
     assert not rig.adapter.plc_heartbeat_ok
+    stalled = rig.adapter.health()
+    assert stalled.link == "degraded"  # the floor sees the stall, not just the log
+    assert stalled.heartbeat_age_s is not None
+    assert stalled.heartbeat_age_s > rig.adapter.timing.heartbeat_timeout_s
     await asyncio.sleep(0.5)  # still stalled: no second record
     rig.plc.freeze_heartbeat(False)
     await wait_for(lambda: source not in rig.alarms.active, "the recovery record")

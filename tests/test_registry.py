@@ -134,7 +134,7 @@ async def test_a_third_party_sorter_goes_in_by_registration_alone(tmp_path: Path
         assert services.links() == {"L1 sorter": LinkState.UP}
         stop.set()
         final = await serving
-    assert final.kpis["decisions"] == 3
+    assert final.kpis.decisions == 3
     assert [r.tracking_id for r in sorter.replies] == [1, 2, 3]
 
 

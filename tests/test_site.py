@@ -86,13 +86,11 @@ async def test_every_inducted_parcel_ends_in_exactly_one_terminal_state(tmp_path
     assert sum(terminal.values()) + sum(no_reads.values()) == inducted
     assert final.open_parcels == 0
     kpis = final.kpis
-    decisions, misses = kpis["decisions"], kpis["deadline_misses"]
-    assert isinstance(decisions, int)
-    assert isinstance(misses, int)
-    assert decisions + misses >= inducted  # every scan got a reply or a recorded miss
-    by_state = kpis["by_state"]
-    assert isinstance(by_state, dict)
-    assert sum(by_state.values()) == inducted
+    # every scan got a reply or a recorded miss
+    assert kpis.decisions + kpis.deadline_misses >= inducted
+    assert sum(kpis.by_state.values()) == inducted
+    assert {line.line for line in final.controller.lines} == {"L1", "L2"}
+    assert all(line.health.link == "up" for line in final.controller.lines)
 
 
 async def test_decision_is_durable_before_the_sorter_sees_the_reply(tmp_path: Path) -> None:
@@ -227,7 +225,7 @@ async def test_services_stop_in_order_and_ship_the_journal_tail(tmp_path: Path) 
     async with services:
         final = await services.run(duration_s=1.0, report=lambda s: seen.append(s.links))
         services.alarms.alarm("test/last-words", "raised while stopping", active=True)
-    assert final.kpis["decisions"]
+    assert final.kpis.decisions
     assert all(set(links) == {"central database"} for links in seen)
     assert services.forwarder is not None
     assert services.forwarder.link_state is LinkState.DOWN  # closed

@@ -169,18 +169,19 @@ def _view(config: SiteConfig, snap: Snapshot) -> Group:
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
-    share = k["share_within_target"]
-    head.add_row(f"cleared within {target}", _pct(share) + f"  ({k['verdicts']} verdicts)")
-    rolling = k["rolling"]
-    assert isinstance(rolling, dict)
-    head.add_row("rolling", "  ".join(f"{w}: {_pct(v)}" for w, v in rolling.items()))
-    head.add_row("clearance buckets", "  ".join(f"{b}: {n}" for b, n in _items(k["buckets"])))
+    head.add_row(
+        f"cleared within {target}", _pct(k.overall.share) + f"  ({k.overall.verdicts} verdicts)"
+    )
+    head.add_row("rolling", "  ".join(f"{w}: {_pct(s.share)}" for w, s in k.rolling.items()))
+    if k.by_line:
+        head.add_row("by line", "  ".join(f"{n}: {_pct(s.share)}" for n, s in k.by_line.items()))
+    head.add_row("clearance buckets", "  ".join(f"{b}: {n}" for b, n in k.buckets.items()))
     head.add_row(
         "decisions",
-        f"{k['decisions']}  deadline misses {k['deadline_misses']}  "
-        f"recirculations {k['recirculations']}  open parcels {snap.open_parcels}",
+        f"{k.decisions}  deadline misses {k.deadline_misses}  "
+        f"recirculations {k.recirculations}  open parcels {snap.open_parcels}",
     )
-    head.add_row("closed", "  ".join(f"{s}: {n}" for s, n in _items(k["by_state"])) or "-")
+    head.add_row("closed", "  ".join(f"{s}: {n}" for s, n in k.by_state.items()) or "-")
     head.add_row(
         "audit journal",
         f"{snap.journal_rows} rows in {snap.journal_commits} commits; "
@@ -193,35 +194,32 @@ def _view(config: SiteConfig, snap: Snapshot) -> Group:
     if snap.links:
         head.add_row("links", "  ".join(f"{n}: {_link(s)}" for n, s in snap.links.items()))
     if snap.alarms:
-        head.add_row("alarms", f"[red]{len(snap.alarms)} active[/red]: {', '.join(snap.alarms)}")
+        sources = ", ".join(a.source for a in snap.alarms)
+        head.add_row("alarms", f"[red]{len(snap.alarms)} active[/red]: {sources}")
     if snap.plant:
         p = snap.plant
         head.add_row(
             "plant",
             f"{p['inducted']} inducted, {p['threats_inducted']} threats, "
-            f"{p['threats_released']} threats released, plant clock {snap.clock_s:,.0f} s",
+            f"{p['threats_released']} threats released, "
+            f"plant clock {snap.controller.clock_s:,.0f} s",
         )
     lanes = Table(title="parcels per lane", title_justify="left")
     lanes.add_column("line/lane")
     lanes.add_column("kind")
     lanes.add_column("parcels", justify="right")
     kinds = {(line.id, lane.id): lane.kind.value for line in config.lines for lane in line.lanes}
-    for key, n in _items(k["by_lane"]):
+    for key, n in k.by_lane.items():
         line_id, lane_id = key.split("/")
         lanes.add_row(key, kinds.get((line_id, int(lane_id)), "?"), str(n))
     reasons = Table(title="reason codes", title_justify="left")
     reasons.add_column("reason")
     reasons.add_column("parcels", justify="right")
-    for name, n in list(_items(k["by_reason"]))[:12]:
+    for name, n in list(k.by_reason.items())[:12]:
         reasons.add_row(name, str(n))
     row = Table.grid(padding=(0, 4))
     row.add_row(lanes, reasons)
     return Group(head, row)
-
-
-def _items(value: object) -> list[tuple[str, object]]:
-    assert isinstance(value, dict)
-    return list(value.items())
 
 
 _LINK_STYLE = {
@@ -236,8 +234,8 @@ def _link(state: LinkState) -> str:
     return f"[{_LINK_STYLE[state]}]{state.value}[/{_LINK_STYLE[state]}]"
 
 
-def _pct(value: object) -> str:
-    return "-" if value is None else f"{float(value) * 100:.1f} %"  # type: ignore[arg-type]
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f} %"
 
 
 # the order of --help: run a site first, then the tools around it (the plugins' come last)

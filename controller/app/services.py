@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -29,6 +29,7 @@ from controller.app.registry import Registry, default_registry
 from controller.app.site import SiteConfig
 from controller.core.clock import Clock
 from controller.core.link import LinkState
+from controller.core.views import AlarmView, ControllerView, KpiView
 from controller.lines import Controller
 from controller.recovery import hold_on_clock, recover
 from controller.risk import RiskBook
@@ -43,21 +44,27 @@ SHIP_LIMIT_S = 10.0
 """How long the forwarder may ship the journal tail at shutdown (the rest goes next start)."""
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Snapshot:
-    """What the live view shows, taken once per refresh."""
+    """What the live view shows, taken once per refresh: the controller's read model and
+    the state of the services around it."""
 
-    clock_s: float
-    kpis: dict[str, object]
-    open_parcels: int
+    controller: ControllerView
     risk_results: int
     journal_rows: int
     journal_commits: int
     forwarder: ForwarderStatus | None
-    plant: dict[str, int] = field(default_factory=dict)
-    links: dict[str, LinkState] = field(default_factory=dict)
-    alarms: list[str] = field(default_factory=list)
-    """Sources of the alarms active now."""
+    plant: Mapping[str, int] = field(default_factory=dict)
+    links: Mapping[str, LinkState] = field(default_factory=dict)
+    alarms: tuple[AlarmView, ...] = ()
+
+    @property
+    def kpis(self) -> KpiView:
+        return self.controller.kpis
+
+    @property
+    def open_parcels(self) -> int:
+        return self.controller.open_parcels
 
 
 Reporter = Callable[[Snapshot], None]
@@ -259,18 +266,19 @@ class Services:
         return states
 
     def snapshot(self) -> Snapshot:
-        now = self.clock.now()
+        alarms = tuple(
+            AlarmView(a.source, a.message, a.since, a.acknowledged_by, a.comment)
+            for a in sorted(self.alarms.active.values(), key=lambda a: a.since)
+        )
         return Snapshot(
-            clock_s=now,
-            kpis=self.controller.kpis.snapshot(now),
-            open_parcels=self.controller.open_parcels(),
+            controller=self.controller.view(),
             risk_results=len(self.book),
             journal_rows=self.journal.rows_written,
             journal_commits=self.journal.commits,
             forwarder=self.forwarder.status if self.forwarder else None,
             plant=dict(self.plant.counts()),
             links=self.links(),
-            alarms=sorted(self.alarms.active),
+            alarms=alarms,
         )
 
 

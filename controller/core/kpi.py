@@ -11,6 +11,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from controller.core.reasons import Reason
+from controller.core.views import KpiView, Share
 
 
 @dataclass(slots=True)
@@ -41,6 +42,8 @@ class Kpis:
         self.bucket_names = (f"<={t}s", f"{t}-{2 * target_s:g}s", f">{2 * target_s:g}s")
         self._windows = [_Window(w) for w in windows_s]
         self._pending: dict[tuple[str, int, float], float] = {}  # key -> arrival
+        self._by_hour: dict[int, list[int]] = {}  # hour -> [hits, misses]
+        self._by_line: dict[str, list[int]] = {}
         self._expiry: deque[tuple[float, tuple[str, int, float]]] = deque()
         self.hits = 0
         self.misses = 0
@@ -62,7 +65,7 @@ class Kpis:
         elapsed = now - arrived_at
         self.buckets[self._bucket(elapsed)] += 1
         if self._pending.pop((line, tracking_id, arrived_at), None) is not None:
-            self._verdict(now, hit=elapsed <= self.target_s)
+            self._verdict(line, now, hit=elapsed <= self.target_s)
 
     def closed(self, state: str) -> None:
         self.by_state[state] += 1
@@ -77,7 +80,7 @@ class Kpis:
         while self._expiry and self._expiry[0][0] < now:
             due, key = self._expiry.popleft()
             if self._pending.pop(key, None) is not None:
-                self._verdict(due, hit=False)
+                self._verdict(key[0], due, hit=False)
         for window in self._windows:
             window.trim(now)
 
@@ -85,28 +88,39 @@ class Kpis:
         total = self.hits + self.misses
         return self.hits / total if total else None
 
-    def snapshot(self, now: float) -> dict[str, object]:
+    def view(self, now: float) -> KpiView:
+        """The figures at ``now`` (pending verdicts aged first), as a frozen read model."""
         self.tick(now)
-        return {
-            "share_within_target": self.share_within_target(),
-            "rolling": {f"{w.span_s:g}s": w.share() for w in self._windows},
-            "verdicts": self.hits + self.misses,
-            "pending": len(self._pending),
-            "buckets": {b: self.buckets[b] for b in self.bucket_names},
-            "decisions": self.decisions,
-            "deadline_misses": self.deadline_misses,
-            "recirculations": self.recirculations,
-            "illegal_transitions": self.illegal_transitions,
-            "by_lane": {f"{line}/{lane}": n for (line, lane), n in sorted(self.by_lane.items())},
-            "by_reason": {r.name: n for r, n in self.by_reason.most_common()},
-            "by_state": dict(self.by_state),
-        }
+        return KpiView(
+            target_s=self.target_s,
+            overall=Share(self.hits, self.misses),
+            rolling={
+                f"{w.span_s:g}s": Share(w.hits, len(w.events) - w.hits) for w in self._windows
+            },
+            by_hour={hour: Share(*n) for hour, n in sorted(self._by_hour.items())},
+            by_line={line: Share(*n) for line, n in sorted(self._by_line.items())},
+            buckets={b: self.buckets[b] for b in self.bucket_names},
+            by_lane={f"{line}/{lane}": n for (line, lane), n in sorted(self.by_lane.items())},
+            by_reason={r.name: n for r, n in self.by_reason.most_common()},
+            by_state={str(state): n for state, n in self.by_state.items()},
+            pending=len(self._pending),
+            decisions=self.decisions,
+            deadline_misses=self.deadline_misses,
+            recirculations=self.recirculations,
+            illegal_transitions=self.illegal_transitions,
+        )
 
-    def _verdict(self, when: float, hit: bool) -> None:
+    def snapshot(self, now: float) -> dict[str, object]:
+        """:meth:`view` as plain JSON data."""
+        return self.view(now).as_dict()
+
+    def _verdict(self, line: str, when: float, hit: bool) -> None:
         if hit:
             self.hits += 1
         else:
             self.misses += 1
+        self._by_hour.setdefault(int(when // 3600), [0, 0])[not hit] += 1
+        self._by_line.setdefault(line, [0, 0])[not hit] += 1
         for window in self._windows:
             window.add(when, hit)
 

@@ -21,6 +21,7 @@ from controller.core.domain import (
     Telegram,
     XrayResult,
 )
+from controller.core.views import SorterHealth
 
 
 class SorterPort(Protocol):
@@ -38,6 +39,11 @@ class SorterPort(Protocol):
 
     def lane_status(self) -> Mapping[int, LaneStatus]:
         """The latest lane status words; lanes not listed count as available."""
+        ...
+
+    def health(self) -> SorterHealth:
+        """The link, the PLC's PackML state and its heartbeat's age, for the floor's view;
+        read from what the adapter already knows, never from the wire."""
         ...
 
 

@@ -154,6 +154,8 @@ _IN_INSPECTION = ParcelState.IN_INSPECTION
 _AVAILABLE = LaneStatus.AVAILABLE
 _INSPECTION, _RELEASE = LaneKind.INSPECTION, LaneKind.RELEASE
 
+_STATUS_NAMES = {status: status.name for status in DivertStatus}  # an enum's .name is slow
+
 _RECIRCULATED = {
     DivertStatus.MISSED: Reason.DIVERT_MISSED,
     DivertStatus.LANE_FULL: Reason.LANE_FULL,
@@ -428,7 +430,7 @@ class LineTracker:
             target,
             lane=confirmation.lane,
             reasons=(reason,) if reason else (),
-            data={"seq": confirmation.seq, "status": confirmation.status.name},
+            data={"seq": confirmation.seq, "status": _STATUS_NAMES[confirmation.status]},
         )
         effects.append(Record((entry,)))
         if target is _RECIRCULATING:
@@ -570,6 +572,15 @@ class LineTracker:
 
     def open_parcels(self) -> int:
         return len(self.on_belt) + sum(len(q) for q in self.in_inspection.values())
+
+    def parcels(self) -> Iterator[Parcel]:
+        """Every open parcel of the line: on the belt, then waiting at inspection."""
+        yield from self.on_belt.values()
+        for queue in self.in_inspection.values():
+            yield from queue
+
+    def awaiting_review(self) -> int:
+        return sum(1 for p in self.pending.values() if p.phase is Phase.REVIEWING)
 
     # --- helpers -------------------------------------------------------------------------
 
