@@ -43,7 +43,14 @@ def virtual_plant_from_settings(
     if problems:
         raise ConfigError(str(settings.scenario), problems)
     bundle = ScenarioBundle(scenario=bundle.scenario, site=site, source=bundle.source)
-    sorters = {line.id: InProcessSorter(line.id) for line in site.lines}
+    # The PLC judges each reply on the live clock as it arrives (the plant's SimPy clock can
+    # trail it by a tick): a reply after the parcel's decision point is ignored, as on a wire.
+    sorters = {
+        line.id: InProcessSorter(
+            line.id, clock=clock, decision_window_s=line.belt.decision_window_s
+        )
+        for line in site.lines
+    }
     return VirtualPlant(bundle, sorters, clock, inspection_sink, book), sorters
 
 

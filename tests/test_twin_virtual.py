@@ -88,6 +88,10 @@ async def test_settings_factory_builds_the_plant_over_in_process_sorters(tmp_pat
     settings = TwinPlant(scenario=path, speed=50)
     plant, sorters = virtual_plant_from_settings(settings, site, clock, stations, book)
     assert set(sorters) == {"L1", "L2"}
+    # each in-process PLC judges replies on the live clock against the line's window
+    assert {s.clock for s in sorters.values()} == {clock}
+    windows = {line.id: line.belt.decision_window_s for line in site.lines}
+    assert {line: s.decision_window_s for line, s in sorters.items()} == windows
     controller = Controller(
         site, sorters, book, plant.xray, RecordingJournal(keep=False), clock, review=plant.review
     )
