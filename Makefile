@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	rm -f var/demo-journal.sqlite var/demo-journal.sqlite-wal var/demo-journal.sqlite-shm
 	$(BIN)/cargogate run config/demo.yaml --duration 60
 
 demo-xray: $(STAMP)
+	rm -f var/demo-xray-journal.sqlite var/demo-xray-journal.sqlite-wal var/demo-xray-journal.sqlite-shm
 	$(BIN)/cargogate run config/demo-xray.yaml --duration 60
 
 test: $(STAMP)
