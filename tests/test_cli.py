@@ -117,3 +117,15 @@ def test_plugin_commands_are_listed_and_run_through_the_registry() -> None:
     assert "--protocol" in emulator.output
     unknown = runner.invoke(app, ["simulat"])
     assert unknown.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "named"),
+    [("--duration", "-5", "--duration"), ("--log-level", "loud", "--log-level")],
+)
+def test_run_options_out_of_range_are_one_clear_line(option: str, value: str, named: str) -> None:
+    result = runner.invoke(app, ["run", "config/demo.yaml", option, value])
+    assert result.exit_code == 2
+    assert named in result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -13,6 +13,7 @@ import gc
 import logging
 import signal
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,6 +33,13 @@ from controller.core.link import LinkState
 from controller.core.settings import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
 
 
 class PluginGroup(TyperGroup):
@@ -121,17 +129,22 @@ def run(
     config_file: ConfigPath,
     duration: Annotated[
         float | None,
-        typer.Option(help="Stop after this many wall-clock seconds (default: run until Ctrl-C)."),
+        typer.Option(
+            min=0.001,
+            help="Stop after this many wall-clock seconds (default: run until Ctrl-C).",
+        ),
     ] = None,
     live: Annotated[
         bool | None,
         typer.Option(help="Show the live KPI view (default: when the output is a terminal)."),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="Logging level: debug, info, warning.")] = "info",
+    log_level: Annotated[
+        LogLevel, typer.Option(help="Logging level.", case_sensitive=False)
+    ] = LogLevel.INFO,
 ) -> None:
     """Run the controller for every line of a site until stopped (Ctrl-C or SIGTERM)."""
     config = _load(config_file)
-    setup_logging(log_level)
+    setup_logging(log_level.value)
     show_live = sys.stdout.isatty() if live is None else live
     try:
         final = asyncio.run(_run(config, duration, show_live))
