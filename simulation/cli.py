@@ -70,7 +70,7 @@ def simulate(
     ],
     out: Annotated[
         Path | None,
-        typer.Option(help="Report folder (default: reports/<scenario name>)."),
+        typer.Option(help="Report folder (default: reports/SCENARIO, the scenario file's name)."),
     ] = None,
     fidelity: Annotated[
         str,
@@ -184,7 +184,7 @@ def sweep(
     ] = None,
     workers: Annotated[int, typer.Option(help="Worker processes of the local cluster.")] = 2,
     out: Annotated[
-        Path | None, typer.Option(help="Output folder (default: reports/<scenario>-sweep).")
+        Path | None, typer.Option(help="Output folder (default: reports/SCENARIO-sweep).")
     ] = None,
 ) -> None:
     """Run a grid of scenario variants in parallel on Dask with the scenario's fixed seed, and

@@ -26,7 +26,8 @@ errors = Console(stderr=True)
 @model_app.command("check")
 def check_model(
     model: Annotated[
-        Path, typer.Argument(help="ONNX model file, e.g. models/cargogate-xray.onnx.")
+        Path,
+        typer.Argument(help="ONNX model file, e.g. models/xray-cnn-v1.onnx (shipped)."),
     ],
     site: Annotated[
         Path | None,
