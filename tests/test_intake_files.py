@@ -286,7 +286,7 @@ async def test_watch_folder_feeds_good_and_bad_files_and_keeps_running(tmp_path:
         good = await asyncio.wait_for(matcher.image_for("L1", 1, "GOOD1"), WAIT)
         bad = await asyncio.wait_for(matcher.image_for("L1", 2, "BAD1"), WAIT)
         empty = await asyncio.wait_for(matcher.image_for("L1", 3, "EMPTY1"), WAIT)
-        await asyncio.wait_for(matcher.wait_quarantined(1), WAIT)
+        await asyncio.wait_for(matcher.wait_quarantined(3), WAIT)
         # intake is still running after the bad files: a later file still arrives
         np.save(inbox / "LATER1.npy", raw)
         later = await asyncio.wait_for(matcher.image_for("L1", 4, "LATER1"), WAIT)
@@ -302,7 +302,11 @@ async def test_watch_folder_feeds_good_and_bad_files_and_keeps_running(tmp_path:
         "EMPTY1.npy",
         "no key here.png",
     ]
-    assert "carries no parcel key" in (matcher.quarantined[0].error or "")
+    # the keyless file and both unreadable ones are on record, each with its reason
+    reasons = {e.hawb: e.reason for e in matcher.quarantined}
+    assert "carries no parcel key" in reasons[""]
+    assert reasons["BAD1"].startswith("unreadable image: BAD1.png")
+    assert reasons["EMPTY1"].startswith("unreadable image: EMPTY1.npy")
 
 
 async def test_files_being_written_are_left_until_complete(tmp_path: Path) -> None:

@@ -1,16 +1,21 @@
 """DICOM network intake: a Storage SCP (pynetdicom) that scanners push images to (C-STORE).
 
 Accepts the DICOS image storage SOP classes and pynetdicom's standard storage classes.
-Each received dataset is decoded on pynetdicom's association thread and handed to the
-matcher on the event loop. The C-STORE answer tells the scanner what happened: Success when
-the image was read; 0xA900 (dataset does not match SOP class) when its pixel data are missing
-or undecodable — the parcel then goes to inspection with that reason, and the SCP keeps
-serving. Calling AE titles can be restricted.
+Each received dataset is checked against the intake's :class:`ImageLimits` (its encoded size,
+then Rows × Columns × frames from the header) and only then decoded, on pynetdicom's
+association thread; the image is handed to the matcher on the event loop. The C-STORE answer
+tells the scanner what happened: Success when the image was read; 0xA700 (Refused: Out of
+Resources) when it is over a limit; 0xA900 (dataset does not match SOP class) when its pixel
+data are missing or undecodable; 0xC000 when the dataset cannot be parsed; 0x0110
+(Processing Failure) if decoding raised anything else. In every failure with a key the parcel
+goes to inspection with the reason, the image is quarantined, and the SCP keeps serving.
+Calling AE titles can be restricted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -22,7 +27,9 @@ from pynetdicom.transport import ThreadedAssociationServer
 from controller.core.clock import Clock, MonotonicClock
 from controller.core.ports import ScanImage
 from controller.intake.dicom import decode_dataset
+from controller.intake.faults import DEFAULT_LIMITS, Fault
 from controller.intake.matcher import ImageMatcher
+from controller.intake.settings import ImageLimits
 from controller.intake.threat_report import DicomReferences
 
 log = logging.getLogger(__name__)
@@ -44,6 +51,8 @@ DICOS_STORAGE = {
 SUCCESS = 0x0000
 CANNOT_UNDERSTAND = 0xC000
 NOT_MATCHING_SOP_CLASS = 0xA900
+OUT_OF_RESOURCES = 0xA700
+PROCESSING_FAILURE = 0x0110
 
 
 class DicomStorageScp:
@@ -61,8 +70,10 @@ class DicomStorageScp:
         name: str = "dicom_scp",
         references: DicomReferences | None = None,
         clock: Clock | None = None,
+        limits: ImageLimits = DEFAULT_LIMITS,
     ) -> None:
         self.matcher = matcher
+        self.limits = limits
         self.ae_title = ae_title
         self.bind = bind
         self.port = port
@@ -117,16 +128,39 @@ class DicomStorageScp:
             await self.close()
 
     def _on_store(self, event: Any) -> int:
-        """Runs on pynetdicom's thread: decode, then hand over on the loop."""
+        """Runs on pynetdicom's thread: check, decode, then hand over on the loop. Never
+        raises: a handler exception would reach the scanner as an unexplained failure."""
+        calling = _caller(event)
+        try:
+            return self._store(event, calling)
+        except Exception as exc:  # MemoryError included: the SCP keeps serving
+            self.rejected += 1
+            log.exception("%s: C-STORE from %s failed", self.name, calling)
+            image = ScanImage(
+                hawb="",
+                tracking_id=None,
+                source=f"{self.name}:{calling}",
+                received_at=self.clock.now(),
+                error=f"C-STORE from {calling}: decoding raised {exc!r}",
+            )
+            self._deliver(image, Fault.DECODER_ERROR)
+            return PROCESSING_FAILURE
+
+    def _store(self, event: Any, calling: str) -> int:
         try:
             dataset = event.dataset
             dataset.file_meta = event.file_meta
         except Exception as exc:  # the payload could not even be parsed
             self.rejected += 1
-            log.warning("%s: unparseable dataset from %s: %r", self.name, _caller(event), exc)
+            log.warning("%s: unparseable dataset from %s: %r", self.name, calling, exc)
             return CANNOT_UNDERSTAND
-        calling = _caller(event)
-        decoded = decode_dataset(dataset, f"C-STORE from {calling}")
+        decoded = decode_dataset(
+            dataset,
+            f"C-STORE from {calling}",
+            self.limits,
+            encoded_bytes=_received_bytes(event),
+            what="dataset",
+        )
         key = decoded.key
         error = decoded.error if decoded.pixels is None else None
         if key is None and decoded.pixels is not None:
@@ -141,14 +175,26 @@ class DicomStorageScp:
         )
         if self.references is not None and decoded.pixels is not None:
             self.references.remember(image, decoded.reference)
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self.matcher.deliver, image, self.line)
+        self._deliver(image, decoded.fault if decoded.pixels is None else None)
         self.received += 1
         if decoded.pixels is None:
             self.rejected += 1
             log.warning("%s: %s", self.name, decoded.error)
-            return NOT_MATCHING_SOP_CLASS
+            return OUT_OF_RESOURCES if decoded.fault is Fault.OVERSIZE else NOT_MATCHING_SOP_CLASS
         return SUCCESS
+
+    def _deliver(self, image: ScanImage, fault: Fault | None) -> None:
+        assert self._loop is not None
+        deliver = functools.partial(self.matcher.deliver, image, self.line, fault=fault)
+        self._loop.call_soon_threadsafe(deliver)
+
+
+def _received_bytes(event: Any) -> int | None:
+    """Size of the dataset as received (pynetdicom keeps it in a buffer), if known."""
+    try:
+        return len(event.request.DataSet.getbuffer())
+    except (AttributeError, TypeError, ValueError):
+        return None
 
 
 def _caller(event: Any) -> str:

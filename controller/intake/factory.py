@@ -18,13 +18,15 @@ from controller.core.clock import Clock
 from controller.core.ports import AlarmSink
 from controller.core.settings import ConfigError
 from controller.intake.dicom_scp import DicomStorageScp
-from controller.intake.folder import FolderSource, decode_dicom_file, decode_image_file
+from controller.intake.faults import DEFAULT_LIMITS
+from controller.intake.folder import FolderSource, decoder
 from controller.intake.inprocess import InProcessScanner
 from controller.intake.matcher import ImageMatcher
 from controller.intake.quarantine import Quarantine
 from controller.intake.settings import (
     DicomFolderIntake,
     DicomScpIntake,
+    ImageLimits,
     InProcessIntake,
     Intake,
     WatchFolderIntake,
@@ -38,12 +40,14 @@ IntakeSource = InProcessScanner | FolderSource | DicomStorageScp
 @dataclass(frozen=True)
 class SourceContext:
     """What an image source's factory gets: the matcher it delivers to, the DICOM references
-    threat reports need, the clock, and where its settings sit in the site file."""
+    threat reports need, the clock, where its settings sit in the site file, and the image
+    limits (``intake.limits``) every decoding source must check before it decodes."""
 
     matcher: ImageMatcher
     references: DicomReferences
     clock: Clock | None = None
     where: str = "intake.sources"
+    limits: ImageLimits = DEFAULT_LIMITS
 
 
 SourceFactory = Callable[[BaseModel, SourceContext], object]
@@ -88,7 +92,9 @@ def build_intake(
     references = DicomReferences()
     build = source_factory or builtin_source
     sources = {
-        source_name(s): build(s, SourceContext(matcher, references, clock, f"intake.sources.{i}"))
+        source_name(s): build(
+            s, SourceContext(matcher, references, clock, f"intake.sources.{i}", settings.limits)
+        )
         for i, s in enumerate(settings.sources)
     }
     reports = (
@@ -104,9 +110,10 @@ def build_source(
     matcher: ImageMatcher,
     references: DicomReferences | None = None,
     clock: Clock | None = None,
+    limits: ImageLimits = DEFAULT_LIMITS,
 ) -> IntakeSource:
     """One of this package's intake sources from its settings."""
-    ctx = SourceContext(matcher, references or DicomReferences(), clock)
+    ctx = SourceContext(matcher, references or DicomReferences(), clock, limits=limits)
     if isinstance(settings, InProcessIntake):
         return inprocess_source(settings, ctx)
     if isinstance(settings, WatchFolderIntake | DicomFolderIntake):
@@ -141,7 +148,7 @@ def folder_source(
     return FolderSource(
         settings.path,
         ctx.matcher,
-        decode_dicom_file if dicom else decode_image_file,
+        decoder(dicom, ctx.limits),
         patterns=settings.patterns,
         poll_s=settings.poll_s,
         settle_s=settings.settle_s,
@@ -164,4 +171,5 @@ def dicom_scp_source(settings: DicomScpIntake, ctx: SourceContext) -> DicomStora
         name=settings.name,
         references=ctx.references,
         clock=ctx.clock,
+        limits=ctx.limits,
     )

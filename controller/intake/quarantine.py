@@ -1,7 +1,9 @@
 """Images that match no parcel are kept here, never dropped.
 
 Each quarantined image is a JSON sidecar (who sent it, which key it carried, when, why it was
-quarantined, any read error) plus, when pixels were read, the array as ``.npy`` next to it.
+quarantined, any read error, where the source moved the original file) plus, when pixels were
+read, the array as ``.npy`` next to it. An image that failed at intake (oversize, damaged)
+has no pixels here: its original stays where ``file`` says, for inspection.
 :meth:`Quarantine.entries` lists them for the floor and for tests. Writes block: call them
 off the event loop.
 """
@@ -34,6 +36,8 @@ class QuarantinedImage:
     shape: tuple[int, ...] | None
     dtype: str | None
     quarantined_at: str
+    file: Path | None = None
+    """The original file, where the source moved it (e.g. ``<inbox>/failed/x.png``)."""
 
 
 class Quarantine:
@@ -43,8 +47,9 @@ class Quarantine:
         self.folder = folder
         self._counter = itertools.count(1)
 
-    def put(self, image: ScanImage, reason: str) -> QuarantinedImage:
-        """Write ``image`` and why it is here; returns the entry. Blocking."""
+    def put(self, image: ScanImage, reason: str, *, file: Path | None = None) -> QuarantinedImage:
+        """Write ``image``, why it is here and where its original ``file`` is; returns the
+        entry. Blocking."""
         self.folder.mkdir(parents=True, exist_ok=True)
         now = datetime.datetime.now(datetime.UTC)
         key = image.hawb or (f"tid-{image.tracking_id}" if image.tracking_id is not None else "")
@@ -67,6 +72,7 @@ class Quarantine:
             "shape": shape,
             "dtype": dtype,
             "quarantined_at": now.isoformat(),
+            "file": str(file) if file is not None else None,
         }
         sidecar = self.folder / f"{stem}.json"
         partial = sidecar.with_suffix(".json.part")
@@ -93,6 +99,7 @@ def _entry(sidecar: Path, record: Mapping[str, object]) -> QuarantinedImage:
     shape = record.get("shape")
     tracking = record.get("tracking_id")
     received = record.get("received_at")
+    original = record.get("file")
     return QuarantinedImage(
         sidecar=sidecar,
         pixels_file=sidecar.parent / str(pixels) if pixels else None,
@@ -105,4 +112,5 @@ def _entry(sidecar: Path, record: Mapping[str, object]) -> QuarantinedImage:
         shape=tuple(int(n) for n in shape) if isinstance(shape, list) else None,
         dtype=str(record["dtype"]) if record.get("dtype") else None,
         quarantined_at=str(record.get("quarantined_at") or ""),
+        file=Path(original) if isinstance(original, str) and original else None,
     )

@@ -12,9 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, PositiveFloat, model_validator
 
 _AE_TITLE = r"^[ -~]{1,16}$"
+MiB = 1024 * 1024
 
 
 class _Strict(BaseModel):
@@ -69,6 +70,21 @@ class DicomScpIntake(_Strict):
     line: str | None = None
 
 
+class ImageLimits(_Strict):
+    """How big an image the intake will decode, checked from the file's header before any
+    pixel is decoded: a few hundred KB of PNG can inflate to gigabytes (a decompression
+    bomb), and one such file must not take the controller's memory. An image over a limit is
+    quarantined and its parcel gets ``bad_image``. Byte sizes take units (``"256 MiB"``).
+    """
+
+    max_pixels: int = Field(default=64_000_000, gt=0)
+    """Pixels in one image plane (H×W); the default is what inference accepts at most."""
+    max_file_bytes: Annotated[ByteSize, Field(gt=0)] = ByteSize(256 * MiB)
+    """Size of the file on disk, or of the dataset received by the Storage SCP."""
+    max_decoded_bytes: Annotated[ByteSize, Field(gt=0)] = ByteSize(256 * MiB)
+    """The decoded array (channels × H × W × bytes per sample) as handed to inference."""
+
+
 IntakeSourceSettings = Annotated[
     InProcessIntake | WatchFolderIntake | DicomFolderIntake | DicomScpIntake,
     Field(discriminator="type"),
@@ -85,6 +101,8 @@ class Intake(_Strict):
     max_held: int = Field(default=10_000, ge=1)
     threat_reports: Path | None = None
     """Folder for DICOS threat detection reports on DICOM input; None writes none."""
+    limits: ImageLimits = ImageLimits()
+    """Applied by every source that decodes files or datasets (not to in-process arrays)."""
 
     @model_validator(mode="after")
     def _names_unique(self) -> Intake:
