@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import math
 import time
@@ -56,6 +55,20 @@ from plc_adapters.shutdown import bounded, cancel_and_wait
 from plc_adapters.telegrams import RawTelegram
 
 log = logging.getLogger(__name__)
+
+
+_COLD_START_ZEROED = frozenset(
+    (
+        "plc_heartbeat",
+        "ctl_heartbeat",
+        "plc_flags",
+        "tel_write",
+        "tel_ack",
+        "rep_write",
+        "rep_ack",
+    )
+)
+"""Header words a cold start zeroes (section 6.2): every counter, both heartbeats, the flags."""
 
 
 @dataclass(slots=True)
@@ -110,12 +123,12 @@ class EmulatedPlc:
         self.mem: dict[Key, Value] = {f.key: zero(f.type) for f in layout}
         self._owners = {f.key: f.owner for f in layout}
         self._epoch = clock.now()
-        self._seq = itertools.count(1)
+        self._seq = 1  # the next telegram sequence number (u32, wraps to 0)
         self._backlog: deque[RawTelegram] = deque()
         self._sent: OrderedDict[int, RawTelegram] = OrderedDict()
         self.tracked: OrderedDict[int, Tracked] = OrderedDict()
         self._laps: OrderedDict[int, int] = OrderedDict()  # recirculating: laps so far
-        self._lanes: dict[int, LaneStatus] = {}
+        self._lanes: dict[int, int] = {}  # status words, as the lane table shows them
         self._wake = asyncio.Event()
         self._scan_task: asyncio.Task[None] | None = None
         self.serving = False
@@ -126,6 +139,7 @@ class EmulatedPlc:
         self.replies_invalid = 0
         self.replies_unmatched = 0
         self.telegrams_dropped = 0
+        self.cold_starts = 0
         self._ctl_beat: Value = 0
         self._ctl_beat_at = time.monotonic()
         self._next_beat = 0.0
@@ -145,13 +159,15 @@ class EmulatedPlc:
 
     def request(self, tracking_id: int, barcode: str, scan_time: float) -> int:
         """A parcel left the scan tunnel; start tracking it and queue its destination request."""
-        seq = next(self._seq)
+        seq = self.next_seq()
         deadline = rulebook.decision_point(scan_time, self.config.belt.decision_window_s)
         self.tracked[tracking_id] = Tracked(scan_time, deadline, self._laps.pop(tracking_id, 0))
         self.tracked.move_to_end(tracking_id)
         while len(self.tracked) > 100_000:
             self.tracked.popitem(last=False)
-        encoded = barcode.encode("utf-8")[:32]  # non-ASCII reaches the wire and is flagged
+        # non-ASCII reaches the wire and is flagged; a barcode too long for the field is never
+        # cut to a valid-looking one (the Modbus image marks it, OPC UA carries it whole)
+        encoded = barcode.encode("utf-8")
         self._queue(
             RawTelegram(
                 seq,
@@ -166,7 +182,7 @@ class EmulatedPlc:
         return seq
 
     def confirm(self, tracking_id: int, lane: int, status: DivertStatus) -> int:
-        seq = next(self._seq)
+        seq = self.next_seq()
         self._queue(
             RawTelegram(seq, TelegramKind.DIVERT_CONFIRMATION, tracking_id, 0, lane, status)
         )
@@ -229,8 +245,71 @@ class EmulatedPlc:
         self._queue(raw)
 
     def next_seq(self) -> int:
-        """Draw the next telegram sequence number (for a telegram built by hand)."""
-        return next(self._seq)
+        """Draw the next telegram sequence number (for a telegram built by hand); u32, so it
+        wraps from 4 294 967 295 to 0 as the contract says."""
+        seq, self._seq = self._seq, u32_add(self._seq, 1)
+        return seq
+
+    def set_next_seq(self, seq: int) -> None:
+        """Number the next telegram ``seq`` (0..2**32-1): to exercise the wrap, or a PLC that
+        renumbers its telegrams without a cold start."""
+        self._seq = u32_add(seq, 0)
+
+    def preset_counters(self, counter: int) -> None:
+        """Set all four ring counters to ``counter``, as if this many slots had gone round,
+        before any controller connects (to exercise the 2**32 wrap of the ring counters)."""
+        for name in ("tel_write", "tel_ack", "rep_write", "rep_ack"):
+            self.mem[header(name)] = u32_add(counter, 0)
+            self.image.changed(header(name), u32_add(counter, 0))
+
+    def cold_start(self, keep_slots: bool, keep_flags: bool = False) -> None:
+        """Restart the PLC program from cold (section 6.2): every counter, heartbeat and flag
+        to zero, ``Seq`` from 1, the millisecond tick from 0, tracked parcels, laps and the
+        telegram backlog forgotten. ``keep_slots`` keeps the old contents of every ring slot
+        (the contract asks only for the counters to be zeroed), else they are zeroed too;
+        ``keep_flags`` plays a PLC that keeps its latched flags. The server keeps serving (a
+        communication module that stays up); stop it around this call for a cold start that
+        also drops the link."""
+        self.cold_starts += 1
+        for f in self.layout:
+            area, _, name = f.key
+            if (
+                area == "header"
+                and name in _COLD_START_ZEROED
+                and not (keep_flags and name == "plc_flags")
+            ) or (area in ("telegram", "reply") and not keep_slots):
+                self._set(f.key, zero(f.type))
+        self._seq = 1
+        self._epoch = self.clock.now()
+        self._backlog.clear()
+        self._sent.clear()
+        self.tracked.clear()
+        self._laps.clear()
+        if not keep_flags:
+            self._flags = PlcFlags(0)
+        self._ctl_beat, self._ctl_beat_at = 0, time.monotonic()
+        self.safe_state = False
+        self._next_beat = 0.0
+        log.warning(
+            "line %s: PLC cold start (ring slots %s)",
+            self.line,
+            "kept" if keep_slots else "zeroed",
+        )
+        self._wake.set()
+
+    def latch_reply_error(self) -> None:
+        """Latch flag bit 3 as a bad reply slot would (for checking the controller's alarm)."""
+        self._set_flag(PlcFlags.REPLY_ERROR, True)
+        self._wake.set()
+
+    def set_lane_word(self, lane: int, word: int) -> None:
+        """Publish a raw status word for ``lane`` (commissioning: a value outside 0..2 checks
+        that the controller treats it as blocked and says so once)."""
+        row = self._lane_rows.get(lane)
+        if row is None:
+            raise KeyError(f"lane {lane} is not in this PLC's lane table")
+        self._lanes[lane] = word  # the PLC's own divert treats it as not available
+        self._set(("lane", row, "status"), word)
 
     def resend(self, seq: int) -> None:
         """Publish a recent telegram again, identical, as a PLC may after a comms fault."""

@@ -19,6 +19,9 @@ from functools import cached_property
 
 LAYOUT_VERSION = 1
 BARCODE_BYTES = 32
+BARCODE_TOO_LONG = 0x1A
+"""ASCII SUB: in the last byte of a full barcode field, "the barcode did not fit" (a longer
+barcode is never truncated into a valid-looking one; docs/plc-interface.md, section 3.3)."""
 
 
 class FieldType(StrEnum):
@@ -215,6 +218,15 @@ def encode(type_: FieldType, value: Value) -> list[int]:
     if not 0 <= value <= 0xFFFFFFFF:
         raise ValueError(f"u32 value must be 0..4294967295, got {value}")
     return [value >> 16, value & 0xFFFF]
+
+
+def fit_barcode(value: bytes) -> bytes:
+    """``value`` if it fits the 32-byte field, else its first 31 bytes and the too-long mark
+    (0x1A): what a PLC writes where only 32 bytes fit, so the controller sees it malformed
+    instead of reading a truncated HAWB that may name another parcel."""
+    if len(value) <= BARCODE_BYTES:
+        return value
+    return value[: BARCODE_BYTES - 1] + bytes((BARCODE_TOO_LONG,))
 
 
 def decode(type_: FieldType, words: Sequence[int]) -> Value:

@@ -16,8 +16,20 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from plc_adapters.layout import Field, Key, Layout, Owner, Value, decode, encode, header
+from plc_adapters.layout import (
+    Field,
+    FieldType,
+    Key,
+    Layout,
+    Owner,
+    Value,
+    decode,
+    encode,
+    fit_barcode,
+    header,
+)
 from plc_adapters.server_image import ServedPlc
+from plc_adapters.transport import quiet_protocol_loggers
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +54,7 @@ class ModbusServerImage:
         self._clock = layout.by_key[header("plc_clock_ms")]
         self._plc: ServedPlc | None = None
         self._server: ModbusTcpServer | None = None
+        quiet_protocol_loggers()
 
     @property
     def endpoint(self) -> str:
@@ -50,7 +63,7 @@ class ModbusServerImage:
     async def start(self, plc: ServedPlc) -> None:
         self._plc = plc
         for f in self.layout:
-            self.regs[f.offset : f.offset + f.type.registers] = encode(f.type, plc.mem[f.key])
+            self.changed(f.key, plc.mem[f.key])
         device = SimDevice(
             id=self.unit,
             simdata=[SimData(self.base, count=self.layout.registers, datatype=DataType.REGISTERS)],
@@ -72,7 +85,11 @@ class ModbusServerImage:
                 await server.shutdown()  # type: ignore[no-untyped-call]
 
     def changed(self, key: Key, value: Value) -> None:
+        """Encode a PLC write into the registers; a barcode longer than the 32 bytes that fit
+        gets the too-long mark instead of being cut into a valid-looking one."""
         f = self.layout.by_key[key]
+        if f.type is FieldType.ASCII32 and isinstance(value, bytes):
+            value = fit_barcode(value)
         self.regs[f.offset : f.offset + f.type.registers] = encode(f.type, value)
 
     async def flush(self) -> None:

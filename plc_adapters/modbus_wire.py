@@ -16,7 +16,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from plc_adapters.layout import Field, Key, Layout, Value, decode, encode
-from plc_adapters.transport import LinkDownError, LinkRejectedError
+from plc_adapters.transport import LinkDownError, LinkRejectedError, quiet_protocol_loggers
 
 MAX_READ = 125  # registers per read request (Modbus limit)
 MAX_WRITE = 123  # registers per write-multiple request (Modbus limit)
@@ -59,6 +59,7 @@ class ModbusTransport:
         self.timeout_s = timeout_s
         self.retries = retries
         self._client: AsyncModbusTcpClient | None = None
+        quiet_protocol_loggers()
 
     async def connect(self, wake: Callable[[], None]) -> None:
         await self.close()

@@ -32,6 +32,7 @@ from plc_adapters.opcua_wire import (
     to_variant,
 )
 from plc_adapters.server_image import ServedPlc
+from plc_adapters.transport import quiet_protocol_loggers
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class OpcUaHost:
         self._lines: dict[str, OpcUaServerImage] = {}
         self._built: set[str] = set()
         self._lock = asyncio.Lock()
+        quiet_protocol_loggers()
 
     @property
     def endpoint(self) -> str:
@@ -205,6 +207,7 @@ class OpcUaServerImage:
 
     def changed(self, key: Key, value: Value) -> None:
         if self.host.server is not None:
+            self._pending.pop(key, None)  # to the end: flushed in the order of the last writes
             self._pending[key] = value
 
     async def flush(self) -> None:

@@ -27,7 +27,7 @@ from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
 from plc_adapters.layout import FieldType, Key, Layout, Value, header
-from plc_adapters.transport import LinkDownError, LinkRejectedError
+from plc_adapters.transport import LinkDownError, LinkRejectedError, quiet_protocol_loggers
 
 VARIANT = {
     FieldType.U16: ua.VariantType.UInt16,
@@ -104,6 +104,7 @@ class OpcUaTransport:
         self.credentials = credentials
         self._client: Client | None = None
         self._nodes: dict[Key, Node] = {}
+        quiet_protocol_loggers()
 
     async def connect(self, wake: Callable[[], None]) -> None:
         await self.close()

@@ -7,10 +7,27 @@ answered, but refused us or does not match the settings: retry slowly, tell the 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from plc_adapters.layout import Key, Value
+
+PROTOCOL_LOGGERS = ("asyncua", "pymodbus")
+
+
+def quiet_protocol_loggers() -> None:
+    """Default the protocol libraries' loggers to WARNING where an adapter or a server is built.
+
+    asyncua logs every read, write and publish at INFO (tens of lines a second per OPC UA
+    line, client and server), which buries the adapters' own reports; the adapters already say
+    what matters (alarms, link states) in their own words. A level the application set itself
+    (``cargogate``'s terminal, a test, an operator debugging) is left as it is.
+    """
+    for name in PROTOCOL_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
 
 
 class LinkDownError(Exception):

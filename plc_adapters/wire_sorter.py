@@ -15,12 +15,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from controller.core.clock import Clock
-from controller.core.domain import DestinationReply, LaneStatus, Telegram
+from controller.core.domain import DestinationReply, DestinationRequest, LaneStatus, Telegram
 from controller.core.link import LinkState
 from controller.core.ports import AlarmSink
 from controller.core.views import SorterHealth
@@ -66,6 +66,27 @@ _FLAG_ALARMS = {
 _PENDING_LIMIT = 20_000
 """Replies kept while the link is down (memory bound only: the PLC judges lateness)."""
 
+_RECHECK_S = 0.05
+"""How long after a suspicious read of a counter this side owns it is read again: a value
+this side never wrote is a cold start only if it is still there (not a stale copy)."""
+
+_EPOCHS_KEPT = 100_000
+"""Tracking ids whose last request's PLC run (epoch) is remembered, to drop replies decided
+for a parcel requested before a PLC restart."""
+
+
+@dataclass(slots=True)
+class _Written:
+    """What this side last wrote to one of its counters in the PLC (``TelAck``, ``RepWrite``):
+    the PLC shows ``confirmed``, or ``in_flight`` if a write was cut off unanswered. Any other
+    value means the PLC changed it, which only a cold start does (section 6.2)."""
+
+    confirmed: int
+    in_flight: int | None = None
+
+    def shows(self, value: int) -> bool:
+        return value in (self.confirmed, self.in_flight)
+
 
 @dataclass(frozen=True, slots=True)
 class LinkTiming:
@@ -84,7 +105,15 @@ class LinkTiming:
 
 
 class WireSorter:
-    """One sorter line over a wire; see the module docstring for the contract."""
+    """One sorter line over a wire; see the module docstring for the contract.
+
+    A PLC restart (section 6.2 of docs/plc-interface.md) is told from the counters: ``TelWrite``
+    behind the telegrams already read, ``RepAck`` going back or past ``RepWrite``, or a counter
+    this side owns showing a value it never wrote (seen twice, to rule out a stale read). Both
+    rings then follow the PLC's counters, and every reply decided for a parcel requested before
+    the restart is dropped, never written onto the new ring where it could steer a new parcel
+    that happens to carry the same tracking id.
+    """
 
     def __init__(
         self,
@@ -127,6 +156,17 @@ class WireSorter:
         self._rep_ack = 0
         self._signalled = False
         self._link_alarm = False
+        self._written: dict[str, _Written] = {}
+        self._suspect = ""  # a restart seen once by an owned counter alone: read again first
+        self._suspect_at = 0.0
+        self._epoch = 0  # PLC restarts followed so far
+        self._request_epoch: OrderedDict[int, int] = OrderedDict()
+        self._masked_flags = PlcFlags(0)  # latched bits cleared by a resync, until they drop
+        self._bad_lanes: dict[int, tuple[int, int]] = {}  # lane -> (bad status word, reads)
+        self._sample: tuple[float, int] | None = None
+        self.restarts = 0
+        self.replies_dropped = 0
+        """Replies decided before a PLC restart, dropped instead of written to the new ring."""
 
     # --- SorterPort --------------------------------------------------------------------------
 
@@ -136,7 +176,18 @@ class WireSorter:
             yield telegram
 
     async def reply(self, reply: DestinationReply) -> None:
-        """Queue the reply for the reply ring; it is written at once while the link is up."""
+        """Queue the reply for the reply ring; it is written at once while the link is up.
+        A reply for a parcel last requested before a PLC restart is dropped (section 6.2)."""
+        epoch = self._request_epoch.get(reply.tracking_id)
+        if epoch is not None and epoch != self._epoch:
+            self.replies_dropped += 1
+            log.warning(
+                "line %s: reply for tracking id %d dropped: the parcel was requested before "
+                "the PLC restarted, and the id may now name another parcel",
+                self.line,
+                reply.tracking_id,
+            )
+            return
         self._pending.append(reply)
         limit = _PENDING_LIMIT
         while len(self._pending) > limit:
@@ -156,6 +207,12 @@ class WireSorter:
         heartbeat_age = time.monotonic() - self._plc_heartbeat_at if self.connected else None
         state = self.line_state.name.lower() if self.line_state is not None else ""
         return SorterHealth(self.link_state, state, heartbeat_age)
+
+    @property
+    def replies_waiting(self) -> int:
+        """Replies handed over and not yet seen taken by the PLC (as of the last header read)."""
+        unacked = sum(1 for p in self._unacked if u32_diff(p, self._rep_ack) > 0)
+        return len(self._pending) + unacked
 
     @property
     def link_state(self) -> LinkState:
@@ -251,11 +308,13 @@ class WireSorter:
         sent = self.clock.now()
         values = await self.transport.read(keys + prefetch)
         fields = {f"{area}.{i}.{name}": v for (area, i, name), v in zip(keys, values, strict=False)}
-        self.mapper.sample(sent, _u(fields, "plc_clock_ms"))
+        self._sample = (sent, _u(fields, "plc_clock_ms"))
+        self.mapper.sample(*self._sample)
         return fields, values[len(keys) :]
 
     async def _resync(self) -> None:
-        """Check the PLC's layout and line both rings up with what this side already did."""
+        """Check the PLC's layout and line both rings up with what this side already did, or
+        with the PLC's counters if it restarted meanwhile."""
         h, _ = await self._read_header()
         expected = {
             "layout_version": LAYOUT_VERSION,
@@ -266,54 +325,121 @@ class WireSorter:
             got = _u(h, name)
             if got != want:
                 raise LinkRejectedError(f"PLC reports {name} {got}, the settings expect {want}")
-        n = self.layout.ring_size
-        tel_write, tel_ack = _u(h, "tel_write"), _u(h, "tel_ack")
-        rep_write, rep_ack = _u(h, "rep_write"), _u(h, "rep_ack")
+        restart = self._restart_evidence(h)
+        if restart is not None and not restart[1]:
+            await asyncio.sleep(_RECHECK_S)  # an owned counter alone: read it again
+            h, _ = await self._read_header()
+            restart = self._restart_evidence(h)
+        if self._tel_pos is None or self._rep_pos is None:
+            self._adopt(h)
+        elif restart is not None:
+            await self._follow_restart(h, restart[0])
+        else:
+            await self._continue(h)
+        self._suspect = ""
+        self._plc_heartbeat_at = self._next_heartbeat = time.monotonic()
+        self._observe(h)
+
+    def _adopt(self, h: dict[str, Value]) -> None:
+        """First contact: take the PLC's counters as they are."""
+        self._tel_pos = _u(h, "tel_ack")
+        self._rep_pos = self._rep_ack = _u(h, "rep_ack")
+        rep_write = _u(h, "rep_write")
+        if 0 <= u32_diff(rep_write, self._rep_ack) <= self.layout.ring_size:
+            self._rep_pos = rep_write  # the PLC may still take what a predecessor wrote
+        self._written = {
+            "tel_ack": _Written(self._tel_pos),
+            "rep_write": _Written(rep_write),
+        }
+
+    async def _continue(self, h: dict[str, Value]) -> None:
+        """After a reconnect to the same PLC run: rewrite an acknowledgement that was lost and
+        every reply above ``RepAck`` still held, then ``RepWrite`` (section 6)."""
+        assert self._tel_pos is not None
+        assert self._rep_pos is not None
+        tel_ack, rep_write, rep_ack = _u(h, "tel_ack"), _u(h, "rep_write"), _u(h, "rep_ack")
+        self._written["tel_ack"] = _Written(tel_ack)
+        self._written["rep_write"] = _Written(rep_write)
         index_writes: list[tuple[Key, Value]] = []
         slot_writes: list[tuple[Key, Value]] = []
-        if self._tel_pos is None:
-            self._tel_pos = tel_ack
-        elif not (
-            0 <= u32_diff(self._tel_pos, tel_ack) <= n and u32_diff(tel_write, self._tel_pos) >= 0
-        ):
-            log.warning(
-                "line %s: PLC telegram counters reset (write %d, ack %d, ours %d); following it",
-                self.line,
-                tel_write,
-                tel_ack,
-                self._tel_pos,
-            )
-            self._tel_pos = tel_ack
-            self.checker.guard.reset()
-            self.mapper.reset()
-        elif self._tel_pos != tel_ack:
+        if self._tel_pos != tel_ack:
             index_writes.append((header("tel_ack"), self._tel_pos))  # our ack write was lost
-        if self._rep_pos is None:
-            self._rep_pos = rep_write
-        elif not 0 <= u32_diff(self._rep_pos, rep_ack) <= n:
-            log.warning(
-                "line %s: PLC reply counters reset (ack %d, ours %d); %d unacknowledged replies "
-                "dropped, the PLC defaults those parcels",
-                self.line,
-                rep_ack,
-                self._rep_pos,
-                len(self._unacked),
-            )
-            self._unacked.clear()
-            self._rep_pos = rep_write
-        elif rep_write != self._rep_pos:
-            for position, values in sorted(self._unacked.items()):
+        if rep_write != self._rep_pos:
+            for position, values in sorted(
+                self._unacked.items(), key=lambda item: u32_diff(item[0], rep_ack)
+            ):
                 if u32_diff(position, rep_ack) > 0:
                     slot_writes += self._reply_slot(position, values)
             index_writes.append((header("rep_write"), self._rep_pos))
         self._forget_acked(rep_ack)
         self._rep_ack = rep_ack
         if slot_writes:
-            await self.transport.write(slot_writes)
+            await self._write(slot_writes)
         if index_writes:
-            await self.transport.write(index_writes)
-        self._plc_heartbeat_at = self._next_heartbeat = time.monotonic()
-        self._observe(h)
+            await self._write(index_writes)
+
+    def _restart_evidence(self, h: dict[str, Value]) -> tuple[str, bool] | None:
+        """Why the PLC must have restarted since this side last looked, and whether that is
+        certain (its own counters went back) or could be one stale read (a counter this side
+        owns shows a value it never wrote); None while the counters are consistent."""
+        if self._tel_pos is None or self._rep_pos is None:
+            return None  # nothing done yet that a restart could invalidate
+        tel_write, tel_ack = _u(h, "tel_write"), _u(h, "tel_ack")
+        rep_write, rep_ack = _u(h, "rep_write"), _u(h, "rep_ack")
+        if u32_diff(tel_write, self._tel_pos) < 0:
+            return f"TelWrite {tel_write} is behind the {self._tel_pos} already read", True
+        if u32_diff(rep_ack, self._rep_ack) < 0:
+            return f"RepAck went back from {self._rep_ack} to {rep_ack}", True
+        if not 0 <= u32_diff(self._rep_pos, rep_ack) <= self.layout.ring_size:
+            return f"RepAck {rep_ack} is not within one ring below RepWrite {self._rep_pos}", True
+        for name, shown in (("tel_ack", tel_ack), ("rep_write", rep_write)):
+            written = self._written.get(name)
+            if written is not None and not written.shows(shown):
+                label = {"tel_ack": "TelAck", "rep_write": "RepWrite"}[name]
+                return f"{label} is {shown}, this controller wrote {written.confirmed}", False
+        return None
+
+    async def _follow_restart(self, h: dict[str, Value], reason: str) -> None:
+        """The PLC restarted: follow its counters on both rings, start a new numbering and
+        drop every reply decided before (none may reach the new ring), then say so once."""
+        n = self.layout.ring_size
+        tel_write, tel_ack = _u(h, "tel_write"), _u(h, "tel_ack")
+        rep_write, rep_ack = _u(h, "rep_write"), _u(h, "rep_ack")
+        self._forget_acked(self._rep_ack)  # taken by the PLC before it restarted
+        dropped = len(self._pending) + len(self._unacked)
+        self._pending.clear()
+        self._unacked.clear()
+        self.replies_dropped += dropped
+        self._epoch += 1
+        self.restarts += 1
+        self.checker.guard.reset()
+        self.mapper.reset()
+        if self._sample is not None:
+            self.mapper.sample(*self._sample)  # this header's tick is already the new run's
+        self._written = {"tel_ack": _Written(tel_ack), "rep_write": _Written(rep_write)}
+        index_writes: list[tuple[Key, Value]] = []
+        self._tel_pos = tel_ack
+        if not 0 <= u32_diff(tel_write, tel_ack) <= n:  # nothing there can be read in order
+            self._tel_pos = tel_write
+            index_writes.append((header("tel_ack"), tel_write))
+        self._rep_pos = self._rep_ack = rep_ack  # nothing above the PLC's RepAck is ours
+        if rep_write != rep_ack:
+            index_writes.append((header("rep_write"), rep_ack))
+        raw_flags = PlcFlags(_u(h, "plc_flags") & sum(PlcFlags))
+        self._masked_flags = raw_flags & PlcFlags.REPLY_ERROR  # errors of the old ring
+        message = (
+            f"PLC restart detected ({reason}): both rings follow the PLC's counters "
+            f"(TelWrite {tel_write}, TelAck {self._tel_pos}, RepAck {rep_ack}); "
+            f"{dropped} reply(ies) decided before it and not seen taken dropped, none replayed "
+            "onto new parcels"
+        )
+        log.warning("line %s: %s", self.line, message)
+        if self.alarms is not None:  # one record of the event, then its end: nothing waits
+            source = f"{self.line}/plc-restart"
+            self.alarms.alarm(source, message, active=True)
+            self.alarms.alarm(source, "rings resynchronised to the restarted PLC", active=False)
+        if index_writes:
+            await self._write(index_writes)
 
     async def _run_cycles(self) -> None:
         """Full cycles at the poll interval or when the PLC signals; in between, replies are
@@ -343,6 +469,18 @@ class WireSorter:
     async def _cycle(self) -> None:
         h, prefetched = await self._read_header(lanes=time.monotonic() >= self._next_lanes)
         received = self.clock.now()
+        restart = self._restart_evidence(h)
+        if restart is not None:
+            reason, certain = restart
+            if not certain and not self._suspect:
+                self._suspect, self._suspect_at = reason, time.monotonic()
+                log.info("line %s: %s; reading the header again", self.line, reason)
+                return  # and write nothing until a later read confirms it
+            if not certain and time.monotonic() - self._suspect_at < _RECHECK_S:
+                return
+            await self._follow_restart(h, reason)
+            prefetched = []  # read by the old position
+        self._suspect = ""
         self._observe(h)
         self._rep_ack = _u(h, "rep_ack")
         index_writes: list[tuple[Key, Value]] = []
@@ -354,10 +492,13 @@ class WireSorter:
 
     async def _write_replies(self, index_writes: list[tuple[Key, Value]]) -> None:
         """Write waiting replies into free slots (by the last ``rep_ack`` read), then the
-        indexes and the heartbeat in one request after the slots."""
+        indexes and the heartbeat in one request after the slots. Nothing while a restart is
+        suspected: an index written then could expose the restarted PLC's old slots."""
+        if self._suspect:
+            return
         slot_writes = self._place_replies(self._rep_ack)
         if slot_writes:
-            await self.transport.write(slot_writes)
+            await self._write(slot_writes)
             assert self._rep_pos is not None
             index_writes.append((header("rep_write"), self._rep_pos))
         now = time.monotonic()
@@ -367,7 +508,20 @@ class WireSorter:
                 self._ctl_heartbeat = (self._ctl_heartbeat + 1) & 0xFFFF
                 index_writes.append((header("ctl_heartbeat"), self._ctl_heartbeat))
         if index_writes:
-            await self.transport.write(index_writes)
+            await self._write(index_writes)
+
+    async def _write(self, items: Sequence[tuple[Key, Value]]) -> None:
+        """Write, keeping track of what the PLC may show for this side's counters."""
+        counters = [
+            (name, value)
+            for (area, _, name), value in items
+            if area == "header" and name in self._written and isinstance(value, int)
+        ]
+        for name, value in counters:
+            self._written[name].in_flight = value
+        await self.transport.write(items)
+        for name, value in counters:
+            self._written[name] = _Written(value)
 
     # --- the telegram ring -------------------------------------------------------------------
 
@@ -398,7 +552,7 @@ class WireSorter:
             values, prefetched = prefetched[:width], prefetched[width:]
             seq = values[0]
             last = self.checker.guard.last
-            if not isinstance(seq, int) or (last is not None and seq <= last):
+            if not isinstance(seq, int) or (last is not None and u32_diff(seq, last) <= 0):
                 break  # maybe read before the PLC wrote it: read it again below
             self._deliver(values, received)
             positions.pop(0)
@@ -428,8 +582,15 @@ class WireSorter:
         if raw.kind == TelegramKind.DESTINATION_REQUEST:
             scan_time = self.mapper.to_controller(raw.scan_ms, received)
         telegram = self.checker.admit(raw, scan_time)
-        if telegram is not None:
-            self._queue.put_nowait(telegram)
+        if telegram is None:
+            return
+        if isinstance(telegram, DestinationRequest):
+            epochs = self._request_epoch
+            epochs[telegram.tracking_id] = self._epoch
+            epochs.move_to_end(telegram.tracking_id)
+            while len(epochs) > _EPOCHS_KEPT:
+                epochs.popitem(last=False)
+        self._queue.put_nowait(telegram)
 
     # --- the reply ring ----------------------------------------------------------------------
 
@@ -486,20 +647,25 @@ class WireSorter:
             self.line_state = PackMLState(state)
         except ValueError:
             self.line_state = PackMLState.UNDEFINED
-        flags = PlcFlags(_u(h, "plc_flags") & sum(PlcFlags))
+        raw_flags = PlcFlags(_u(h, "plc_flags") & sum(PlcFlags))
+        self._masked_flags &= raw_flags  # a masked bit that dropped counts again when it sets
+        flags = raw_flags & ~self._masked_flags
         changed = flags ^ self.plc_flags
         self.plc_flags = flags
         for flag, (name, message) in _FLAG_ALARMS.items():
             if changed & flag and self.alarms is not None:
                 active = bool(flags & flag)
-                self.alarms.alarm(
-                    f"{self.line}/{name}",
-                    message if active else f"cleared: {message}",
-                    active=active,
-                )
+                if active:
+                    text = message
+                elif flag & self._masked_flags:
+                    text = f"cleared by the resync after a PLC restart (still latched): {message}"
+                else:
+                    text = f"cleared: {message}"
+                self.alarms.alarm(f"{self.line}/{name}", text, active=active)
         if "lane.0.id" not in h:
             return
         lanes: dict[int, LaneStatus] = {}
+        bad: dict[int, int] = {}
         for j in range(self.layout.lane_slots):
             lane, status = _u(h, f"lane.{j}.id", raw=True), _u(h, f"lane.{j}.status", raw=True)
             if lane == 0:
@@ -507,14 +673,42 @@ class WireSorter:
             try:
                 lanes[lane] = LaneStatus(status)
             except ValueError:
-                log.error(
-                    "line %s: lane %d status word is %d, expected 0..2; treating it as blocked",
-                    self.line,
-                    lane,
-                    status,
-                )
                 lanes[lane] = LaneStatus.BLOCKED
+                bad[lane] = status
         self._lanes = lanes
+        self._report_bad_lanes(bad)
+
+    def _report_bad_lanes(self, bad: dict[int, int]) -> None:
+        """Log a lane status word outside 0..2 once when it appears (it counts as blocked)
+        and once, with how many reads showed it, when it goes: not on every read (20 a second)."""
+        for lane, word in bad.items():
+            seen = self._bad_lanes.get(lane)
+            if seen is not None and seen[0] == word:
+                self._bad_lanes[lane] = (word, seen[1] + 1)
+                continue
+            if seen is not None:
+                self._bad_lane_gone(lane, *seen)
+            log.error(
+                "line %s: lane %d status word is %d, expected 0..2; treating it as blocked "
+                "(logged once: the count follows when it changes)",
+                self.line,
+                lane,
+                word,
+            )
+            self._bad_lanes[lane] = (word, 1)
+        for lane in [lane for lane in self._bad_lanes if lane not in bad]:
+            self._bad_lane_gone(lane, *self._bad_lanes[lane])
+
+    def _bad_lane_gone(self, lane: int, word: int, reads: int) -> None:
+        del self._bad_lanes[lane]
+        log.warning(
+            "line %s: lane %d status word %d (treated as blocked) was read %d time(s); now %s",
+            self.line,
+            lane,
+            word,
+            reads,
+            self._lanes[lane].name.lower() if lane in self._lanes else "gone from the table",
+        )
 
 
 def _u(h: dict[str, Value], name: str, raw: bool = False) -> int:

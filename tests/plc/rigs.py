@@ -136,10 +136,12 @@ async def open_rig(
     credentials: tuple[Credentials | None, Credentials | None] = (None, None),
     plc_line: Line | None = None,
     clock: Clock | None = None,
+    first_counter: int = 0,
 ) -> AsyncIterator[Rig]:
     """A connected rig; ``opcua_host`` shares one OPC UA server between tests (one line
     each); ``security`` and ``credentials`` are (server side, client side). ``plc_line``
-    (default :func:`line` under a fresh id) and ``clock`` (default monotonic) are the PLC's."""
+    (default :func:`line` under a fresh id) and ``clock`` (default monotonic) are the PLC's;
+    ``first_counter`` presets the PLC's four ring counters before anything connects."""
     clock = clock or MonotonicClock()
     alarms = Alarms(None, clock.now)
     line_id = plc_line.id if plc_line is not None else next(_line_ids)
@@ -167,6 +169,7 @@ async def open_rig(
     else:
         image = ModbusServerImage("127.0.0.1", 0, 1, layout)
     plc = EmulatedPlc(plc_line or line(line_id), layout, image, clock, PLC_TIMING)
+    plc.preset_counters(first_counter)
     await plc.start()
     if protocol == "opcua":
         transport: OpcUaTransport | ModbusTransport = OpcUaTransport(
