@@ -38,7 +38,7 @@ from controller.core.domain import (
 )
 from controller.core.ports import Journal
 from controller.lines import Controller
-from controller.risk import RiskBook
+from controller.risk.book import RiskBook
 from controller.store.journal import SqliteJournal
 from plc_adapters.inprocess import InProcessSorter
 

@@ -26,7 +26,7 @@ from controller.core.domain import (
     XrayStatus,
 )
 from controller.core.ports import OperatorCommands, ReviewRequest
-from controller.risk import RiskBook
+from controller.risk.book import RiskBook
 from plc_adapters.plant_side import PlantSide
 from simulation.plant import Item, Plant
 

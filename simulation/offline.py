@@ -21,7 +21,7 @@ import simpy
 from controller.core.clock import SettlingLoop, settle
 from controller.core.ports import Journal
 from controller.lines import Controller
-from controller.risk import RiskBook
+from controller.risk.book import RiskBook
 from plc_adapters.inprocess import InProcessSorter
 from simulation.adapters import (
     InspectionStations,

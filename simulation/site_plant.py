@@ -17,7 +17,7 @@ from controller.core.clock import Clock, ScaledClock
 from controller.core.domain import ReviewOutcome, XrayResult
 from controller.core.ports import OperatorCommands, ReviewRequest
 from controller.core.settings import ConfigError
-from controller.risk import RiskBook
+from controller.risk.book import RiskBook
 from plc_adapters.inprocess import InProcessSorter
 from simulation.adapters import InspectionSink, InspectionStations
 from simulation.scanner import ImageBank, ImagePush

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from controller.core.clock import Clock
-from controller.risk import RiskBook
+from controller.risk.book import RiskBook
 from plc_adapters.plant_side import PlantSide
 from simulation.adapters import InspectionSink, PlantSideLink, TwinReview, TwinXray
 from simulation.plant import RECORD_FIELDS, Plant

@@ -18,17 +18,11 @@ import pytest
 
 from controller.core.domain import RiskChannel, RiskResult
 from controller.core.ports import RiskSource
-from controller.risk import (
-    FeedBatch,
-    FeedProblem,
-    FileFeed,
-    HttpFeed,
-    RiskBook,
-    RiskFeed,
-    feed_from_settings,
-    parse_csv,
-    parse_json,
-)
+from controller.risk.book import RiskBook
+from controller.risk.factory import file_feed as build_file_feed
+from controller.risk.factory import http_feed as build_http_feed
+from controller.risk.feeds import FileFeed, HttpFeed, RiskFeed
+from controller.risk.records import FeedBatch, FeedProblem, parse_csv, parse_json
 from controller.risk.settings import FileRiskFeed, HttpRiskFeed
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "config" / "feeds"
@@ -152,7 +146,7 @@ def test_csv_line_numbers_count_blank_lines_and_multiline_values() -> None:
     assert [(p.line, p.field) for p in batch.problems] == [(6, "score")]
 
 
-def test_csv_duplicate_hawb_later_row_wins_and_both_lines_are_named() -> None:
+def test_csv_duplicate_hawb_most_severe_row_wins_and_both_lines_are_named() -> None:
     text = "\n".join([HEADER, "E1,GREEN,0.1,,", "E2,GREEN,0.1,,", "E1,RED,0.9,,"])
     batch = parse_csv(text, "m.csv")
     assert {r.hawb: r.channel for r in batch.results} == {
@@ -161,7 +155,10 @@ def test_csv_duplicate_hawb_later_row_wins_and_both_lines_are_named() -> None:
     }
     [problem] = batch.problems
     assert (problem.line, problem.field) == (4, "hawb")
-    assert str(problem) == "m.csv line 4: hawb = 'E1': duplicate of line 2; line 4 wins"
+    assert str(problem) == (
+        "m.csv line 4: hawb = 'E1': conflicts with line 2 (GREEN 0.1); "
+        "the most severe, RED 0.9 of line 4, is kept"
+    )
 
 
 def test_csv_unknown_column_is_reported_once_and_ignored() -> None:
@@ -204,7 +201,7 @@ def test_bad_json_record_is_reported_by_index_and_the_rest_loads(
     assert message in str(problem)
 
 
-def test_json_duplicate_hawb_later_record_wins() -> None:
+def test_json_duplicate_hawb_most_severe_record_wins() -> None:
     records = [
         {"hawb": "H1", "channel": "GREEN", "score": 0.1},
         {"hawb": "H1", "channel": "RED", "score": 0.9},
@@ -212,7 +209,8 @@ def test_json_duplicate_hawb_later_record_wins() -> None:
     batch = parse_json(json.dumps(records), "m.json")
     assert batch.results == [RiskResult("H1", RiskChannel.RED, 0.9)]
     assert [str(p) for p in batch.problems] == [
-        "m.json record 2: hawb = 'H1': duplicate of record 1; record 2 wins"
+        "m.json record 2: hawb = 'H1': conflicts with record 1 (GREEN 0.1); "
+        "the most severe, RED 0.9 of record 2, is kept"
     ]
 
 
@@ -298,10 +296,16 @@ async def test_directory_feed_ignores_hidden_and_other_files(tmp_path: Path) -> 
     )
 
 
-async def test_directory_feed_loads_older_files_first_so_newer_wins(tmp_path: Path) -> None:
+@pytest.mark.parametrize("red_first", [True, False])
+async def test_directory_feed_keeps_the_most_severe_of_two_files(
+    tmp_path: Path, red_first: bool
+) -> None:
     base = 1_700_000_000 * 10**9
-    write(tmp_path / "z-old.csv", csv_feed("N1,GREEN,0.1,,"), base)
-    write(tmp_path / "a-new.csv", csv_feed("N1,RED,0.9,,"), base + 10**9)
+    older, newer = (
+        ("N1,RED,0.9,,", "N1,GREEN,0.1,,") if red_first else ("N1,GREEN,0.1,,", "N1,RED,0.9,,")
+    )
+    write(tmp_path / "z-old.csv", csv_feed(older), base)
+    write(tmp_path / "a-new.csv", csv_feed(newer), base + 10**9)
     book = RiskBook()
     book.add(await FileFeed(tmp_path).fetch())
     assert book.get("N1") == RiskResult("N1", RiskChannel.RED, 0.9)
@@ -639,11 +643,14 @@ async def test_run_polls_until_cancelled(tmp_path: Path) -> None:
         await book.run([feed], poll_s=0)
 
 
-async def test_feed_from_settings(tmp_path: Path, server: FeedServer) -> None:
+async def test_the_factories_build_feeds_from_their_settings(
+    tmp_path: Path, server: FeedServer
+) -> None:
     write(tmp_path / "m.csv", csv_feed("W1,GREEN,0.1,,"))
     server.routes["/w"] = lambda q: json_reply([{"hawb": "W2", "channel": "RED", "score": 1}])
-    file_feed = feed_from_settings(FileRiskFeed(type="file", path=tmp_path))
-    http_feed = feed_from_settings(HttpRiskFeed(type="http", url=server.url("/w"), timeout_s=1))
+    file_feed = build_file_feed(FileRiskFeed(type="file", path=tmp_path), None)
+    settings = HttpRiskFeed(type="http", url=server.url("/w"), timeout_s=1)
+    http_feed = build_http_feed(settings, None)
     assert isinstance(file_feed, FileFeed)
     assert isinstance(http_feed, HttpFeed)
     assert http_feed.timeout_s == 1

@@ -29,7 +29,7 @@ from controller.core.domain import (
 from controller.core.lifecycle import TERMINAL_STATES, Parcel, ParcelState
 from controller.core.link import LinkState
 from controller.lines import Controller
-from controller.risk import RiskBook
+from controller.risk.book import RiskBook
 from controller.store.journal import JournalClosedError, SqliteJournal
 from controller.store.read import read_entries
 from plc_adapters.inprocess import InProcessSorter

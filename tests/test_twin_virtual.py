@@ -11,7 +11,7 @@ import pytest
 from controller.core.clock import ScaledClock
 from controller.core.settings import ConfigError
 from controller.lines import Controller
-from controller.risk import RiskBook
+from controller.risk.book import RiskBook
 from plc_adapters.inprocess import InProcessSorter
 from simulation.adapters import InspectionStations, RecordingJournal
 from simulation.plant import RECORD_FIELDS

@@ -24,7 +24,8 @@ from controller.core.domain import XrayResult
 from controller.core.holds import Holds
 from controller.core.ports import ImageSource, ReviewQueue, ScanImage, SorterPort, XrayPort
 from controller.lines import Controller
-from controller.risk import RiskBook, RiskFeed
+from controller.risk.book import RiskBook
+from controller.risk.feeds import RiskFeed
 from controller.store.forwarder import JournalForwarder
 from controller.store.journal import SqliteJournal
 
@@ -186,6 +187,7 @@ def assemble(config: SiteConfig, registry: Registry) -> Parts:
     clock = plant.clock
     journal = SqliteJournal(config.store.journal_path, config.site.id, config.store.group_commit_ms)
     alarms = Alarms(journal, clock.now)
+    book.alarms = alarms  # conflicting risk results are raised on the site's board
     forwarder = (
         JournalForwarder(
             config.store.journal_path,

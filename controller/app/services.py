@@ -32,7 +32,7 @@ from controller.core.link import LinkState
 from controller.core.views import AlarmView, ControllerView, KpiView
 from controller.lines import Controller
 from controller.recovery import hold_on_clock, recover
-from controller.risk import RiskBook
+from controller.risk.book import RiskBook
 from controller.store.forwarder import ForwarderStatus, JournalForwarder
 from controller.store.journal import SqliteJournal
 

@@ -74,6 +74,7 @@ def _load_file(path: Path, size: int, max_bytes: int) -> tuple[FeedBatch, bool]:
     except OSError as exc:
         return _problem(source, f"cannot read: {exc.strerror or exc}"), True
     text = _decode(data, source)
+    del data  # the text alone while parsing: a 64 MB manifest should not cost 64 MB more
     if isinstance(text, FeedBatch):
         return text, False
     if path.suffix.lower() == ".json":
@@ -131,10 +132,11 @@ class FileFeed:
     """A manifest file, or a directory of ``*.csv`` / ``*.json`` manifest files.
 
     A file is (re)loaded when it is new or its mtime, size or inode changed; an unchanged file
-    is not read again. Within one fetch, files load oldest first, so a newer manifest wins a
-    HAWB named in both. Hidden files (``.name``) and other suffixes are ignored, so a producer
-    should write under a temporary name and rename into place. A deleted file is forgotten
-    (its results stay in the book). All file access runs in a worker thread.
+    is not read again. Within one fetch, files load oldest first; where two name one HAWB with
+    different results the risk book keeps the most severe, whichever is newer. Hidden files
+    (``.name``) and other suffixes are ignored, so a producer should write under a temporary
+    name and rename into place. A deleted file is forgotten (its results stay in the book).
+    All file access runs in a worker thread.
     """
 
     def __init__(self, path: Path | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
@@ -294,12 +296,23 @@ class HttpFeed:
         if last is not None and last.cursor == sent_cursor and last.digest == digest:
             return FeedBatch()
         self._last = _Answer(sent_cursor, etag, digest)
-        text = _decode(bytes(body), self.source, charset)
-        if isinstance(text, FeedBatch):
-            return text
-        if not is_json:
-            return parse_csv(text, self.source)
-        batch, cursor = parse_json_page(text, self.source)
+        # a large answer takes seconds to parse: off the event loop, as files are
+        batch, cursor = await asyncio.to_thread(
+            _parse_answer, bytes(body), self.source, charset, is_json
+        )
         if cursor is not None:
             self._cursor = cursor
         return batch
+
+
+def _parse_answer(
+    body: bytes, source: str, charset: str | None, is_json: bool
+) -> tuple[FeedBatch, str | None]:
+    """Blocking: decode and parse one HTTP answer; also its cursor (JSON only)."""
+    text = _decode(body, source, charset)
+    del body
+    if isinstance(text, FeedBatch):
+        return text, None
+    if not is_json:
+        return parse_csv(text, source), None
+    return parse_json_page(text, source)
