@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/model_eval.py
 	$(BIN)/python bench/plc_roundtrip.py
 	$(BIN)/python bench/recovery.py
+	$(BIN)/python bench/risk_load.py
 	$(BIN)/python bench/twin_speed.py
 
 clean:
