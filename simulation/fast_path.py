@@ -12,7 +12,9 @@ fidelities parcel by parcel.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import cast
+from functools import partial
+from operator import attrgetter
+from typing import TYPE_CHECKING
 
 import simpy
 
@@ -48,6 +50,27 @@ from simulation.scenario import Scenario
 _OK = XrayStatus.OK
 _OFFICER = "twin-inspection-station"
 
+# The telegrams and X-ray results made per parcel, built as the tracker builds its own values
+# (see controller.core.tracker): from all their fields, without the named tuple's __new__.
+if TYPE_CHECKING:
+
+    def _request(fields: tuple[str, int, int, str, float, str], /) -> DestinationRequest: ...
+    def _confirmation(fields: tuple[str, int, int, int, DivertStatus], /) -> DivertConfirmation: ...
+    def _xray(fields: tuple[XrayStatus, Mapping[str, float], str, str], /) -> XrayResult: ...
+
+else:
+    _request = partial(tuple.__new__, DestinationRequest)
+    _confirmation = partial(tuple.__new__, DivertConfirmation)
+    _xray = partial(tuple.__new__, XrayResult)
+
+# What an evidence event carries (its value), typed without a cast() call per parcel.
+if TYPE_CHECKING:
+
+    def _evidence_of(event: simpy.Event, /) -> tuple[Item, XrayResult | None]: ...
+
+else:
+    _evidence_of = attrgetter("value")
+
 
 def _reader(status: dict[int, LaneStatus]) -> Callable[[], Mapping[int, LaneStatus]]:
     return lambda: status
@@ -79,10 +102,14 @@ class PolicyLink:
         self._names: dict[tuple[Reason, ...], str] = {}
         self._plant: Plant | None = None
         self.env = simpy.Environment()  # replaced by the plant's in attach()
+        self._timeout = self.env.timeout
 
     def attach(self, plant: Plant) -> None:
         self._plant = plant
         self.env = plant.env
+        # Bound once: env.timeout is a descriptor that binds anew on every access.
+        self._timeout = plant.env.timeout
+        self._plant_reply = plant.reply
 
     @property
     def plant(self) -> Plant:
@@ -93,12 +120,12 @@ class PolicyLink:
 
     def request(self, item: Item, now: float) -> None:
         line = item.spec.line
-        request = DestinationRequest(line, 0, item.tracking_id, item.barcode, now)
+        request = _request((line, 0, item.tracking_id, item.barcode, now, ""))  # seq 0, no fault
         self._carry_out(item, self.trackers[line].request(request, now), now)
 
     def confirm(self, item: Item, lane: int, status: DivertStatus, now: float) -> None:
         line = item.spec.line
-        confirmation = DivertConfirmation(line, 0, item.tracking_id, lane, status)
+        confirmation = _confirmation((line, 0, item.tracking_id, lane, status))  # seq 0
         self._carry_out(item, self.trackers[line].confirm(confirmation, now), now)
 
     def inspected(self, item: Item, outcome: InspectionOutcome, now: float) -> None:
@@ -120,19 +147,21 @@ class PolicyLink:
     # --- effects -------------------------------------------------------------------------
 
     def _carry_out(self, item: Item, effects: list[Effect], now: float) -> None:
-        tracker = self.trackers[item.spec.line]
         for effect in effects:
-            if isinstance(effect, Record):
+            # type() is rather than isinstance(): the effects are final named tuples, and
+            # this runs several times per parcel.
+            if type(effect) is Record:
                 self.journal_rows += len(effect.entries)
                 if effect.awaiting is not None:  # the twin's journal is durable at once
+                    tracker = self.trackers[item.spec.line]
                     self._carry_out(item, tracker.journalled(effect.awaiting, now), now)
-            elif isinstance(effect, Gather):
+            elif type(effect) is Gather:
                 self._gather(item, effect, now)
-            elif isinstance(effect, AskReview):
-                self._ask_officer(item, effect)
-            elif isinstance(effect, Reply):
+            elif type(effect) is Reply:
                 self._reply(item, effect)
-            elif isinstance(effect, Abandon):
+            elif type(effect) is AskReview:
+                self._ask_officer(item, effect)
+            elif type(effect) is Abandon:
                 ticket = self._tickets.pop((item.spec.line, effect.tracking_id), None)
                 if ticket is not None:
                     self.plant.review.withdraw(ticket)
@@ -144,15 +173,16 @@ class PolicyLink:
         if evidence_at > gather.cutoff:
             evidence_at = gather.cutoff
         else:
-            xray = XrayResult(_OK, item.spec.scores, self.model_version)
-        event = self.env.timeout(evidence_at - now, (item, xray))
+            xray = _xray((_OK, item.spec.scores, self.model_version, ""))  # no detail
+        event = self._timeout(evidence_at - now, (item, xray))
         event.callbacks.append(self._evidence)
 
     def _evidence(self, event: simpy.Event) -> None:
-        item, xray = cast(tuple[Item, XrayResult | None], event.value)
-        risk = item.spec.risk if item.barcode == item.spec.hawb else None
+        item, xray = _evidence_of(event)
+        spec = item.spec
+        risk = spec.risk if item.barcode == spec.hawb else None
         now = self.env.now
-        effects = self.trackers[item.spec.line].evidence(item.tracking_id, risk, xray, now)
+        effects = self.trackers[spec.line].evidence(item.tracking_id, risk, xray, now)
         self._carry_out(item, effects, now)
 
     def _ask_officer(self, item: Item, ask: AskReview) -> None:
@@ -175,10 +205,11 @@ class PolicyLink:
             now = self.env.now
             self._carry_out(item, tracker.reviewed(item.tracking_id, None, now), now)
 
-        self.env.timeout(ask.request.deadline - self.env.now).callbacks.append(give_up)
+        self._timeout(ask.request.deadline - self.env.now).callbacks.append(give_up)
 
     def _reply(self, item: Item, reply: Reply) -> None:
         names = self._names.get(reply.reasons)
         if names is None:
             names = self._names[reply.reasons] = "|".join(r.name for r in reply.reasons)
-        self.plant.reply(reply.reply.line, reply.reply.tracking_id, reply.reply.lane, names)
+        to = reply.reply
+        self._plant_reply(to.line, to.tracking_id, to.lane, names)

@@ -20,7 +20,8 @@ import random
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import simpy
@@ -31,9 +32,10 @@ from controller.core.domain import (
     LaneKind,
     LaneStatus,
     ReviewOutcome,
+    RiskChannel,
 )
 from controller.core.lifecycle import ParcelState
-from controller.core.settings import Line, SiteCore
+from controller.core.settings import SiteCore
 from plc_adapters.rulebook import at_divert, decision_point, default_lane, reply_credited, steer
 from simulation.scenario import LaneFull, LateXray, NoReadBurst, Scenario
 from simulation.truth import (
@@ -47,6 +49,10 @@ from simulation.truth import (
 _INSPECTION, _RELEASE = LaneKind.INSPECTION, LaneKind.RELEASE
 _FULL, _AVAILABLE = LaneStatus.FULL, LaneStatus.AVAILABLE
 _DIVERTED, _DEFAULTED = DivertStatus.DIVERTED, DivertStatus.DEFAULTED
+_INSPECT, _CLEAR = ReviewOutcome.INSPECT, ReviewOutcome.CLEAR
+_REVIEW_VALUE = {outcome: outcome.value for outcome in ReviewOutcome}  # .value is a property
+_SEIZED, _REFERRED = InspectionOutcome.SEIZED, InspectionOutcome.REFERRED
+_CLEARED = InspectionOutcome.CLEARED
 
 
 @dataclass(slots=True)
@@ -73,6 +79,16 @@ class Item:
     @property
     def barcode(self) -> str:
         return "" if self.read_fault else self.spec.hawb
+
+
+# The item a plant event carries, typed: event.value read by a C-level getter, as cast() would
+# cost a Python call per event.
+if TYPE_CHECKING:
+
+    def _item_of(event: simpy.Event, /) -> Item: ...
+
+else:
+    _item_of = attrgetter("value")
 
 
 class ControlLink(Protocol):
@@ -116,8 +132,15 @@ class LaneState:
         return len(exits)
 
     def status(self, now: float) -> LaneStatus:
-        full = self.forced_full > 0 or self.occupancy(now) >= self.buffer
-        return _FULL if full else _AVAILABLE
+        if self.forced_full > 0:
+            return _FULL
+        if self.kind is _INSPECTION:
+            return _FULL if self.waiting >= self.buffer else _AVAILABLE
+        # occupancy(), inlined: asked two or three times per parcel
+        exits = self.exits
+        while exits and exits[0] <= now:
+            exits.popleft()
+        return _FULL if len(exits) >= self.buffer else _AVAILABLE
 
     def accept(self, now: float) -> None:
         self.diverted += 1
@@ -126,7 +149,8 @@ class LaneState:
         if self.kind is _INSPECTION:
             self.waiting += 1
         else:
-            self.last_exit = max(now, self.last_exit) + self.gap_s
+            # max(now, last_exit) + gap, without a call to max() per parcel
+            self.last_exit = (now if now > self.last_exit else self.last_exit) + self.gap_s
             self.exits.append(self.last_exit)
 
 
@@ -173,6 +197,9 @@ class ReviewRoom:
         self.visible = set(scenario.detector.classes)
         self.rng = rng
         self.pool = Pool(env, scenario.review.officers)
+        # read once from the settings model: its attributes cost a __getattr__ hook per read
+        self._review_time = self.s.review_time.sample
+        self._hit_rate, self._false_alarm_rate = self.s.hit_rate, self.s.false_alarm_rate
         self.queue: deque[ReviewTicket] = deque()
         self.submitted = 0
         self.completed = 0
@@ -211,7 +238,7 @@ class ReviewRoom:
             ticket.state = "serving"
             pool.account()
             pool.busy += 1
-            event = self.env.timeout(self.s.review_time.sample(self.rng), ticket)
+            event = self.env.timeout(self._review_time(self.rng), ticket)
             event.callbacks.append(self._finished)
         if len(self.queue) > 64 and self.queue[0].state != "waiting":
             self.queue = deque(t for t in self.queue if t.state == "waiting")
@@ -225,9 +252,9 @@ class ReviewRoom:
         self.pool.account()
         self.pool.busy -= 1
         contraband = ticket.item.spec.contraband
-        p_inspect = self.s.hit_rate if contraband in self.visible else self.s.false_alarm_rate
-        outcome = ReviewOutcome.INSPECT if self.rng.random() < p_inspect else ReviewOutcome.CLEAR
-        ticket.item.reviewed = outcome.value
+        p_inspect = self._hit_rate if contraband in self.visible else self._false_alarm_rate
+        outcome = _INSPECT if self.rng.random() < p_inspect else _CLEAR
+        ticket.item.reviewed = _REVIEW_VALUE[outcome]
         self._start_next()
         ticket.done(outcome)
 
@@ -241,6 +268,9 @@ class InspectionHall:
         self.s = scenario.inspection
         self.rng = rng
         self.pool = Pool(self.env, self.s.stations_at(0.0))
+        # read once from the settings model: its attributes cost a __getattr__ hook per read
+        self._service_time = self.s.service_time.sample
+        self._referral_rate = self.s.referral_rate
         self.queue: deque[tuple[Item, LaneState, float]] = deque()
         for edge in sorted({t for sh in self.s.shifts for t in (sh.from_h, sh.to_h)}):
             if edge > 0:
@@ -263,25 +293,28 @@ class InspectionHall:
             item.inspection_wait_s = self.env.now - since
             pool.account()
             pool.busy += 1
-            event = self.env.timeout(self.s.service_time.sample(self.rng), item)
+            event = self.env.timeout(self._service_time(self.rng), item)
             event.callbacks.append(self._finished)
             self.plant.refresh_lane(lane)
 
     def _finished(self, event: simpy.Event) -> None:
-        item = cast(Item, event.value)
+        item = _item_of(event)
         self.pool.account()
         self.pool.busy -= 1
         if item.spec.contraband is not None:
-            outcome = InspectionOutcome.SEIZED
-        elif self.rng.random() < self.s.referral_rate:
-            outcome = InspectionOutcome.REFERRED
+            outcome = _SEIZED
+        elif self.rng.random() < self._referral_rate:
+            outcome = _REFERRED
         else:
-            outcome = InspectionOutcome.CLEARED
+            outcome = _CLEARED
         self.plant.inspected(item, outcome)
         self._start_next()
 
 
 _COUNTER = {status: f"divert_{status.name.lower()}" for status in DivertStatus}
+# A record holds plain strings; a dict lookup is cheaper than an enum's .value property.
+_CHANNEL_VALUE = {channel: channel.value for channel in RiskChannel}
+_STATE_VALUE = {state: state.value for state in ParcelState}
 _IN_INSPECTION = ParcelState.IN_INSPECTION
 _RELEASED_STATE, _EXCEPTION_STATE = ParcelState.RELEASED, ParcelState.EXCEPTION
 _AFTER_INSPECTION = {
@@ -320,6 +353,7 @@ class Plant:
         arrivals: list[LineArrivals] | None = None,
     ) -> None:
         self.env = env
+        self._timeout = env.timeout  # bound once: a descriptor that binds anew on every access
         self.t0 = float(env.now)
         """Simulated time of the run's start: scenario hours count from here."""
         self.scenario = scenario
@@ -375,6 +409,7 @@ class Plant:
         self.no_read_rate = scenario.scan.no_read_rate
         self.read_fault_rate = scenario.scan.no_read_rate + scenario.scan.multi_read_rate
         self.latency = scenario.scan.xray_latency
+        self._sample_latency = self.latency.sample  # bound once, not looked up per parcel
         self.to_scan_s = {line.id: line.belt.induct_to_scan_s for line in site.lines}
         self._feeds = {
             a.line: zip(self.specs[a.line], self.inducted[a.line].tolist(), strict=True)
@@ -385,6 +420,9 @@ class Plant:
             line.id: line.belt.scan_to_divert_m / line.belt.speed_m_s for line in site.lines
         }
         self.window_s = {line.id: line.belt.decision_window_s for line in site.lines}
+        # Per line, read once: a pydantic model's attribute costs a __getattr__ hook per read.
+        self.lap_limit = {line.id: line.lap_limit for line in site.lines}
+        self.loop_s = {line.id: line.belt.loop_s for line in site.lines}
 
     # --- start ---------------------------------------------------------------------------
 
@@ -393,7 +431,7 @@ class Plant:
         for arrivals in self.arrivals:
             if arrivals.times.size:
                 self.feeding += 1
-                self._feed(arrivals.line)
+                self._feed(arrivals.line, self.env.now)
         for fault in self.scenario.faults:
             if isinstance(fault, LaneFull):
                 lane = self.lanes[fault.line][fault.lane]
@@ -405,7 +443,7 @@ class Plant:
         if self.feeding == 0:
             self.done.succeed()
 
-    def _feed(self, line_id: str) -> None:
+    def _feed(self, line_id: str, now: float) -> None:
         """Induct the line's next parcel (arrival order) and carry it to the scan tunnel; the
         scan feeds the one after. One event per parcel, no generator process."""
         try:
@@ -414,25 +452,24 @@ class Plant:
             self.feeding -= 1
             self._maybe_done()
             return
-        self._tracking[line_id] += 1
-        item = Item(spec, self._tracking[line_id], inducted)
-        self.on_plant[(line_id, item.tracking_id)] = item
+        self._tracking[line_id] = tracking_id = self._tracking[line_id] + 1
+        item = Item(spec, tracking_id, inducted)
+        self.on_plant[(line_id, tracking_id)] = item
         if self._arriving is not None:
             self._arriving(item)
-        wait = inducted + self.to_scan_s[line_id] - self.env.now
-        event = self.env.timeout(wait if wait > 0 else 0.0, item)
+        wait = inducted + self.to_scan_s[line_id] - now
+        event = self._timeout(wait if wait > 0 else 0.0, item)
         event.callbacks.append(self._fed)
 
     def _fed(self, event: simpy.Event) -> None:
-        item = cast(Item, event.value)
-        item.first_scan_s = self.env.now
-        self._scan(item)
-        self._feed(item.spec.line)
+        item = _item_of(event)
+        item.first_scan_s = now = self.env.now
+        self._scan(item, now)
+        self._feed(item.spec.line, now)
 
     # --- scan tunnel and divert --------------------------------------------------------------
 
-    def _scan(self, item: Item) -> None:
-        now = self.env.now
+    def _scan(self, item: Item, now: float) -> None:
         line_id = item.spec.line
         self.scans += 1
         item.scan_s = now
@@ -449,46 +486,46 @@ class Plant:
         else:
             item.read_fault = ""
         late = self.faults_late and self._active(self.faults_late, line_id, now)
-        item.xray_latency_s = late.latency_s if late else self.latency.sample(self.rng)
+        item.xray_latency_s = late.latency_s if late else self._sample_latency(self.rng)
         full = self.full_lanes[line_id]
         if full:
             for lane in list(full):
-                self.refresh_lane(lane)
+                self._refresh(lane, now)
         self.link.request(item, now)
-        event = self.env.timeout(self.to_divert_s[line_id], item)
+        event = self._timeout(self.to_divert_s[line_id], item)
         event.callbacks.append(self._divert)
 
     def _divert(self, event: simpy.Event) -> None:
         """The parcel reaches its divert: the PLC's rules (:mod:`plc_adapters.rulebook`) over
         the reply credited to it, its laps and the lane's physical state. The plant's PLC has
         no controller heartbeat to lose (over a wire, the emulated PLC watches it)."""
-        item = cast(Item, event.value)
-        line = self.lines[item.spec.line]
-        lanes = self.lanes[line.id]
-        lane_id = steer(item.reply_lane, lanes, True, item.laps, line.lap_limit)
+        item = _item_of(event)
+        now = self.env.now
+        line_id = item.spec.line
+        lanes = self.lanes[line_id]
+        lane_id = steer(item.reply_lane, lanes, True, item.laps, self.lap_limit[line_id])
         if lane_id is None:
-            self._into(item, lanes[self.default_lane[line.id]], _DEFAULTED)
+            self._into(item, lanes[self.default_lane[line_id]], _DEFAULTED, now)
             return
         lane = lanes[lane_id]
         missed = self.rng.random() < self.missed_rate  # drawn only for a steered parcel
-        status = at_divert(missed, lane.status(self.env.now))
+        status = at_divert(missed, lane.status(now))
         if status is _DIVERTED:
-            self._into(item, lane, status)
+            self._into(item, lane, status, now)
         else:
-            self._recirculate(item, lane_id, status, line)
+            self._recirculate(item, lane_id, status, line_id)
 
-    def _recirculate(self, item: Item, lane: int, status: DivertStatus, line: Line) -> None:
+    def _recirculate(self, item: Item, lane: int, status: DivertStatus, line_id: str) -> None:
         item.laps += 1
         self._count(_COUNTER[status])
         self.link.confirm(item, lane, status, self.env.now)
-        event = self.env.timeout(line.belt.loop_s, item)
+        event = self._timeout(self.loop_s[line_id], item)
         event.callbacks.append(self._rescan)
 
     def _rescan(self, event: simpy.Event) -> None:
-        self._scan(cast(Item, event.value))
+        self._scan(_item_of(event), self.env.now)
 
-    def _into(self, item: Item, lane: LaneState, status: DivertStatus) -> None:
-        now = self.env.now
+    def _into(self, item: Item, lane: LaneState, status: DivertStatus, now: float) -> None:
         item.lane = lane.id
         lane.accept(now)
         counts = self.counts
@@ -499,13 +536,14 @@ class Plant:
             item.state = _IN_INSPECTION
             self.hall.arrive(item, lane)
         else:
-            self._close(item, _RELEASED_STATE if lane.kind is _RELEASE else _EXCEPTION_STATE)
+            self._close(item, _RELEASED_STATE if lane.kind is _RELEASE else _EXCEPTION_STATE, now)
         if lane.buffer != math.inf or lane.forced_full:
-            self.refresh_lane(lane)
+            self._refresh(lane, now)
 
     def inspected(self, item: Item, outcome: InspectionOutcome) -> None:
-        self.link.inspected(item, outcome, self.env.now)
-        self._close(item, _AFTER_INSPECTION[outcome])
+        now = self.env.now
+        self.link.inspected(item, outcome, now)
+        self._close(item, _AFTER_INSPECTION[outcome], now)
 
     def reply(self, line: str, tracking_id: int, lane: int, reasons: str = "") -> None:
         """A destination reply arrived from the controller (applied at the divert point).
@@ -523,9 +561,9 @@ class Plant:
             if reasons:
                 item.reasons = reasons
 
-    def _close(self, item: Item, state: ParcelState) -> None:
+    def _close(self, item: Item, state: ParcelState, now: float) -> None:
         item.state = state
-        item.closed_s = self.env.now
+        item.closed_s = now
         del self.on_plant[(item.spec.line, item.tracking_id)]
         spec = item.spec
         risk = spec.risk
@@ -537,13 +575,13 @@ class Plant:
                 spec.source,
                 spec.goods,
                 spec.contraband or "",
-                risk.channel.value if risk else "",
+                _CHANNEL_VALUE[risk.channel] if risk else "",
                 risk.score if risk else math.nan,
                 spec.arrival_s,
                 item.inducted_s,
                 item.first_scan_s,
                 item.closed_s,
-                state.value,
+                _STATE_VALUE[state],
                 item.lane,
                 item.laps,
                 item.reasons,
@@ -552,7 +590,8 @@ class Plant:
                 item.read_fault,
             )
         )
-        self._maybe_done()
+        if not self.feeding:  # _maybe_done()'s first test, without a call per parcel
+            self._maybe_done()
 
     def _maybe_done(self) -> None:
         if self.feeding == 0 and not self.on_plant and not self.done.triggered:
@@ -561,7 +600,10 @@ class Plant:
     # --- lanes -----------------------------------------------------------------------------
 
     def refresh_lane(self, lane: LaneState) -> None:
-        status = lane.status(self.env.now)
+        self._refresh(lane, self.env.now)
+
+    def _refresh(self, lane: LaneState, now: float) -> None:
+        status = lane.status(now)
         if status is not lane.published:
             lane.published = status
             if status is _FULL:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from statistics import NormalDist
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +23,15 @@ from simulation.scenario import Scenario
 CHUNK = 4096
 _NORMAL = NormalDist()
 _RED, _YELLOW, _GREEN = RiskChannel.RED, RiskChannel.YELLOW, RiskChannel.GREEN
+
+# A risk result per parcel, built from all its fields without the named tuple's __new__ (as
+# the tracker builds its values, see controller.core.tracker).
+if TYPE_CHECKING:
+
+    def _risk(fields: tuple[str, RiskChannel, float, str, str], /) -> RiskResult: ...
+
+else:
+    _risk = partial(tuple.__new__, RiskResult)
 
 
 @dataclass(slots=True)
@@ -154,7 +165,6 @@ class TruthModel:
         present = [
             rng.beta(d.present.a, d.present.b, n).tolist() for d in s.detector.classes.values()
         ]
-        classes = list(enumerate(self.classes))
         bad_l, kind_l, goods_l = bad.tolist(), kind.tolist(), goods.tolist()
         covered_l, z_l, times_l, sources_l = (
             covered.tolist(),
@@ -162,27 +172,32 @@ class TruthModel:
             times.tolist(),
             sources.tolist(),
         )
+        # Read into locals once per chunk: the loop below runs per parcel.
+        line, goods_names, mix, contains = self.line, self.goods, self.mix, self.goods_contains
+        names_classes = self.classes
+        classes = list(enumerate(names_classes))
+        red_z, yellow_z, offset = self.red_z, self.yellow_z, s.manifest.score_offset
+        cdf = _NORMAL.cdf
+        pid = self.next_pid
+        self.next_pid += n
         for i in range(n):
-            pid = self.next_pid
-            self.next_pid += 1
-            hawb = f"{self.line}-{pid:09d}"
-            contraband = self.mix[kind_l[i]] if bad_l[i] else None
-            shows = self.goods_contains[goods_l[i]]
+            hawb = f"{line}-{pid:09d}"
+            contraband = mix[kind_l[i]] if bad_l[i] else None
+            shows = contains[goods_l[i]]
             scores = {
                 c: (present[k][i] if (c == contraband or c in shows) else absent[k][i])
                 for k, c in classes
             }
-            good = self.goods[goods_l[i]]
+            good = goods_names[goods_l[i]]
             source = names[sources_l[i]]
             risk = None
             if covered_l[i]:
                 zi = z_l[i]
-                channel = _RED if zi >= self.red_z else _YELLOW if zi >= self.yellow_z else _GREEN
-                score = _NORMAL.cdf(zi - s.manifest.score_offset)
-                risk = RiskResult(hawb, channel, round(score, 4), good, source)
+                channel = _RED if zi >= red_z else _YELLOW if zi >= yellow_z else _GREEN
+                risk = _risk((hawb, channel, round(cdf(zi - offset), 4), good, source))
             yield ParcelSpec(
                 pid,
-                self.line,
+                line,
                 times_l[i],
                 hawb,
                 source,
@@ -191,3 +206,4 @@ class TruthModel:
                 risk,
                 scores,
             )
+            pid += 1

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from controller.core.domain import (
@@ -167,7 +165,7 @@ CASES = [
 def test_rule(
     changes: dict[str, object], destination: LaneKind, reasons: tuple[Reason, ...]
 ) -> None:
-    decision = POLICY.decide(replace(BASE, **changes))  # type: ignore[arg-type]
+    decision = POLICY.decide(BASE._replace(**changes))  # type: ignore[arg-type]
     assert decision.destination is destination
     assert decision.reasons == reasons
     assert decision.policy_version == POLICY.version
@@ -189,14 +187,14 @@ def test_rule(
 def test_review_is_wanted_only_where_a_clear_would_release(
     changes: dict[str, object], wanted: bool
 ) -> None:
-    assert POLICY.wants_review(replace(BASE, **changes)) is wanted  # type: ignore[arg-type]
+    assert POLICY.wants_review(BASE._replace(**changes)) is wanted  # type: ignore[arg-type]
 
 
 def test_review_switches_off_per_setting() -> None:
     strict = DecisionPolicy(Policy(review_yellow=False, review_ambiguous_xray=False))
-    yellow = replace(BASE, risk=YELLOW, review=ReviewOutcome.CLEAR)
+    yellow = BASE._replace(risk=YELLOW, review=ReviewOutcome.CLEAR)
     assert strict.decide(yellow).destination is INSPECT
-    ambiguous = replace(BASE, xray=xray(blade=0.2), review=ReviewOutcome.CLEAR)
+    ambiguous = BASE._replace(xray=xray(blade=0.2), review=ReviewOutcome.CLEAR)
     assert strict.decide(ambiguous).reasons == (Reason.XRAY_ALARM,)
 
 

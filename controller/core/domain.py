@@ -1,14 +1,15 @@
 """Value types shared by the core, its ports and their adapters.
 
-Everything here is immutable — a small frozen dataclass, a named tuple or an enum: values that
-cross a port boundary are never mutated after they are made, so an adapter cannot change what
-the core decided on.
+Everything here is immutable — a named tuple or an enum: values that cross a port boundary
+are never mutated after they are made, so an adapter cannot change what the core decided on.
+Named tuples rather than frozen dataclasses because most of these are made per parcel at line
+rate (the twin makes half a million parcels' worth in a run), and a tuple is built about three
+times faster.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from types import MappingProxyType
 from typing import NamedTuple
@@ -40,8 +41,7 @@ class RiskChannel(StrEnum):
     RED = "RED"
 
 
-@dataclass(frozen=True, slots=True)
-class RiskResult:
+class RiskResult(NamedTuple):
     """A parcel's pre-computed risk result, loaded ahead of arrival."""
 
     hawb: str
@@ -61,12 +61,14 @@ class XrayStatus(StrEnum):
     BAD_IMAGE = "bad_image"  # an image arrived but could not be read
 
 
-@dataclass(frozen=True, slots=True)
-class XrayResult:
+NO_SCORES: Mapping[str, float] = MappingProxyType({})
+
+
+class XrayResult(NamedTuple):
     """Per-class scores in [0, 1] from the on-site model, or why there are none."""
 
     status: XrayStatus
-    scores: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    scores: Mapping[str, float] = NO_SCORES
     model_version: str = ""
     detail: str = ""
 
@@ -90,8 +92,7 @@ class InspectionOutcome(StrEnum):
     REFERRED = "referred"  # sent for further checks
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """The policy's answer: a destination, every reason for it, and the policy that gave it."""
 
     destination: LaneKind
@@ -112,8 +113,7 @@ class DivertStatus(IntEnum):
     LOST_TRACKING = 4
 
 
-@dataclass(frozen=True, slots=True)
-class DestinationRequest:
+class DestinationRequest(NamedTuple):
     """PLC → controller: a parcel left the scan tunnel and needs a destination."""
 
     line: str
@@ -124,8 +124,7 @@ class DestinationRequest:
     fault: str = ""  # set by an adapter for a malformed telegram: the parcel goes to exception
 
 
-@dataclass(frozen=True, slots=True)
-class DestinationReply:
+class DestinationReply(NamedTuple):
     """Controller → PLC: the lane a parcel must be diverted to."""
 
     line: str
@@ -134,8 +133,7 @@ class DestinationReply:
     reason: Reason
 
 
-@dataclass(frozen=True, slots=True)
-class DivertConfirmation:
+class DivertConfirmation(NamedTuple):
     """PLC → controller: what actually happened at the divert."""
 
     line: str
@@ -168,10 +166,7 @@ NO_DATA: Mapping[str, object] = MappingProxyType({})
 
 
 class JournalEntry(NamedTuple):
-    """One durable audit record. ``data`` must be JSON-serialisable (the decision's inputs).
-
-    A named tuple rather than a frozen dataclass: several are made per parcel at line rate,
-    and a tuple is built three times faster."""
+    """One durable audit record. ``data`` must be JSON-serialisable (the decision's inputs)."""
 
     ts: float
     kind: EntryKind

@@ -33,7 +33,7 @@ class ParcelState(StrEnum):
     @property
     def cleared(self) -> bool:
         """True where the clearance clock stops with the parcel free to go."""
-        return self in (ParcelState.RELEASED, ParcelState.CLEARED_AFTER_INSPECTION)
+        return self in CLEARED_STATES
 
 
 TERMINAL_STATES = frozenset(
@@ -45,6 +45,8 @@ TERMINAL_STATES = frozenset(
         ParcelState.EXCEPTION,
     }
 )
+
+CLEARED_STATES = frozenset({ParcelState.RELEASED, ParcelState.CLEARED_AFTER_INSPECTION})
 
 _AT_DIVERT = frozenset(
     {

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from typing import NamedTuple
 
 from controller.core.domain import (
     Decision,
@@ -38,12 +39,12 @@ _XRAY_FAULTS = {
 REVIEWABLE = frozenset({Reason.RISK_YELLOW_UNREVIEWED, Reason.XRAY_AMBIGUOUS_UNREVIEWED})
 
 
-@dataclass(frozen=True, slots=True)
-class PolicyInputs:
+class PolicyInputs(NamedTuple):
     """Everything the policy may look at for one parcel, and nothing else.
 
     ``audit_draw`` is a uniform draw in [0, 1) from the caller's seeded RNG, so the policy
-    itself stays pure and a replay with the same draws gives the same decisions.
+    itself stays pure and a replay with the same draws gives the same decisions. A named
+    tuple: one is made per parcel at line rate.
     """
 
     no_read: bool
@@ -52,6 +53,13 @@ class PolicyInputs:
     held: bool
     audit_draw: float
     review: ReviewOutcome | None = None
+
+
+# Module constants: an enum member looked up on its class costs a dictionary walk per use.
+_EXCEPTION, _INSPECTION, _RELEASE = LaneKind.EXCEPTION, LaneKind.INSPECTION, LaneKind.RELEASE
+_RED, _YELLOW = RiskChannel.RED, RiskChannel.YELLOW
+_CLEAR, _INSPECT = ReviewOutcome.CLEAR, ReviewOutcome.INSPECT
+_OK = XrayStatus.OK
 
 
 class DecisionPolicy:
@@ -63,20 +71,32 @@ class DecisionPolicy:
             json.dumps(settings.model_dump(mode="json"), sort_keys=True).encode()
         ).hexdigest()
         self.version = f"r{RULES_REVISION}-{digest[:10]}"
+        # Read once from the (frozen) settings rather than per parcel, as a pydantic model's
+        # attribute costs a Python-level __getattr__ hook per read: the thresholds, those of
+        # each X-ray class with its permitting words already lower-cased, and the answers
+        # that carry no per-parcel data (values are immutable: one each serves every parcel).
+        self._release_max_score = settings.release_max_score
+        self._audit_rate = settings.audit_rate
+        self._review_yellow = settings.review_yellow
+        self._review_ambiguous_xray = settings.review_ambiguous_xray
+        self._classes = tuple(
+            (name, c.clear, c.alarm, tuple(word.lower() for word in c.permitted_by))
+            for name, c in settings.classes.items()
+        )
+        self._no_read = Decision(_EXCEPTION, (Reason.NO_READ,), self.version)
+        self._low_risk = Decision(_RELEASE, (Reason.LOW_RISK_CLEAN_XRAY,), self.version)
+        self._officer_cleared = Decision(_RELEASE, (Reason.OFFICER_CLEARED,), self.version)
 
     def decide(self, inputs: PolicyInputs) -> Decision:
         if inputs.no_read:
-            return Decision(LaneKind.EXCEPTION, (Reason.NO_READ,), self.version)
+            return self._no_read
         reasons = self._inspection_reasons(inputs)
-        cleared_by_officer = inputs.review is ReviewOutcome.CLEAR and any(
-            r in REVIEWABLE for r in reasons
-        )
+        cleared_by_officer = inputs.review is _CLEAR and any(r in REVIEWABLE for r in reasons)
         if cleared_by_officer:
             reasons = [r for r in reasons if r not in REVIEWABLE]
         if reasons:
-            return Decision(LaneKind.INSPECTION, tuple(reasons), self.version)
-        release = Reason.OFFICER_CLEARED if cleared_by_officer else Reason.LOW_RISK_CLEAN_XRAY
-        return Decision(LaneKind.RELEASE, (release,), self.version)
+            return Decision(_INSPECTION, tuple(reasons), self.version)
+        return self._officer_cleared if cleared_by_officer else self._low_risk
 
     def wants_review(self, inputs: PolicyInputs) -> bool:
         """True when an officer's clear would turn this parcel's inspection into a release:
@@ -87,49 +107,59 @@ class DecisionPolicy:
         return bool(reasons) and REVIEWABLE.issuperset(reasons)
 
     def _inspection_reasons(self, inputs: PolicyInputs) -> list[Reason]:
-        s = self.settings
         reasons: list[Reason] = []
         if inputs.held:
             reasons.append(Reason.OFFICER_HOLD)
-        if inputs.review is ReviewOutcome.INSPECT:
+        if inputs.review is _INSPECT:
             reasons.append(Reason.OFFICER_REVIEW_INSPECT)
         risk = inputs.risk
         if risk is None:
             reasons.append(Reason.RISK_MISSING)
-        elif risk.channel is RiskChannel.RED:
+        elif risk.channel is _RED:
             reasons.append(Reason.RISK_RED)
         else:
-            if risk.score > s.release_max_score:
+            if risk.score > self._release_max_score:
                 reasons.append(Reason.RISK_SCORE_HIGH)
-            if risk.channel is RiskChannel.YELLOW:
+            if risk.channel is _YELLOW:
                 reasons.append(
-                    Reason.RISK_YELLOW_UNREVIEWED if s.review_yellow else Reason.RISK_SCORE_HIGH
+                    Reason.RISK_YELLOW_UNREVIEWED if self._review_yellow else Reason.RISK_SCORE_HIGH
                 )
-        reasons.extend(self._xray_reasons(inputs.xray, risk.declared_goods if risk else ""))
-        if inputs.audit_draw < s.audit_rate:
+        xray = inputs.xray
+        if xray.status is not _OK:
+            reasons.append(_XRAY_FAULTS[xray.status])
+        else:
+            self._xray_reasons(xray.scores, risk.declared_goods if risk else "", reasons)
+        if inputs.audit_draw < self._audit_rate:
             reasons.append(Reason.RANDOM_AUDIT)
+        if len(reasons) < 2:
+            return reasons
         return list(dict.fromkeys(reasons))  # keep order, drop repeats
 
-    def _xray_reasons(self, xray: XrayResult, declared_goods: str) -> list[Reason]:
-        if xray.status is not XrayStatus.OK:
-            return [_XRAY_FAULTS[xray.status]]
+    def _xray_reasons(
+        self, scores: Mapping[str, float], declared_goods: str, reasons: list[Reason]
+    ) -> None:
+        """Append the reasons the scores of a usable X-ray give."""
         declared = declared_goods.lower()
-        reasons: list[Reason] = []
-        for name, thresholds in self.settings.classes.items():
-            score = xray.scores.get(name)
+        for name, clear, alarm, permitted_by in self._classes:
+            score = scores.get(name)
             if score is None:  # the model does not score a class this policy relies on
                 reasons.append(Reason.XRAY_FAILED)
                 continue
-            if score < thresholds.clear:
+            if score < clear:
                 continue
-            if any(word.lower() in declared for word in thresholds.permitted_by):
+            if _mentions(declared, permitted_by):
                 continue  # seen and declared: expected, not suspicious
-            if score >= thresholds.alarm:
-                reasons.append(
-                    Reason.DECLARATION_MISMATCH if thresholds.permitted_by else Reason.XRAY_ALARM
-                )
-            elif self.settings.review_ambiguous_xray:
+            if score >= alarm:
+                reasons.append(Reason.DECLARATION_MISMATCH if permitted_by else Reason.XRAY_ALARM)
+            elif self._review_ambiguous_xray:
                 reasons.append(Reason.XRAY_AMBIGUOUS_UNREVIEWED)
             else:
                 reasons.append(Reason.XRAY_ALARM)
-        return reasons
+
+
+def _mentions(text: str, words: tuple[str, ...]) -> bool:
+    """Whether any of ``words`` occurs in ``text``."""
+    for word in words:  # noqa: SIM110 - a loop, not any(): no generator per parcel
+        if word in text:
+            return True
+    return False

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import Enum
+from functools import partial
+from typing import TYPE_CHECKING, NamedTuple
 
 from pydantic import BaseModel
 
@@ -65,10 +67,10 @@ from controller.core.reasons import Reason
 from controller.core.settings import Lane, Line
 
 # --- effects: what the driver must do --------------------------------------------------------
+# Named tuples, not frozen dataclasses: several are made per parcel at line rate.
 
 
-@dataclass(frozen=True, slots=True)
-class Gather:
+class Gather(NamedTuple):
     """Fetch the parcel's risk and X-ray results until ``cutoff``, then call
     :meth:`LineTracker.evidence` with what came (None for what did not)."""
 
@@ -77,16 +79,14 @@ class Gather:
     cutoff: float
 
 
-@dataclass(frozen=True, slots=True)
-class AskReview:
+class AskReview(NamedTuple):
     """Ask an officer until ``request.deadline``, then call :meth:`LineTracker.reviewed`
     (None if no verdict came). A verdict command may answer first."""
 
     request: ReviewRequest
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """Journal ``entries``. With ``awaiting`` set, call :meth:`LineTracker.journalled` for
     that tracking id once they are durable (or the write failed): the reply waits on it."""
 
@@ -94,16 +94,14 @@ class Record:
     awaiting: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(NamedTuple):
     """Write ``reply`` to the sorter now; ``reasons`` are every reason for the decision."""
 
     reply: DestinationReply
     reasons: tuple[Reason, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Abandon:
+class Abandon(NamedTuple):
     """Stop gathering evidence or waiting for a review for this parcel: it is settled."""
 
     tracking_id: int
@@ -147,14 +145,62 @@ class Planned:
     """Apply the command at the given time, or refuse it if the parcel moved on meanwhile."""
 
 
+# Module constants for the hot path: an enum member looked up on its class costs a dictionary
+# walk per use, and an enum's .name or .value is a property call.
 _TRANSITION, _CONFIRMATION = EntryKind.TRANSITION, EntryKind.CONFIRMATION
+_DECISION, _DEADLINE_MISS = EntryKind.DECISION, EntryKind.DEADLINE_MISS
 _SCANNED, _DECIDED, _DEFAULTED = ParcelState.SCANNED, ParcelState.DECIDED, ParcelState.DEFAULTED
 _EXCEPTION, _RECIRCULATING = ParcelState.EXCEPTION, ParcelState.RECIRCULATING
 _IN_INSPECTION = ParcelState.IN_INSPECTION
 _AVAILABLE = LaneStatus.AVAILABLE
 _INSPECTION, _RELEASE = LaneKind.INSPECTION, LaneKind.RELEASE
+_TO_EXCEPTION = LaneKind.EXCEPTION
+_GATHERING, _REVIEWING, _JOURNALLING = Phase.GATHERING, Phase.REVIEWING, Phase.JOURNALLING
+_DEFAULTED_BY_PLC, _LOST_TRACKING = DivertStatus.DEFAULTED, DivertStatus.LOST_TRACKING
+_LATE = XrayStatus.LATE
+_SCANNED_VALUE, _DEFAULTED_VALUE = _SCANNED.value, _DEFAULTED.value
+_NO_ALARM: tuple[Effect, ...] = ()
 
 _STATUS_NAMES = {status: status.name for status in DivertStatus}  # an enum's .name is slow
+
+# Builders for the named tuples made several times per parcel: calling a named tuple's class
+# runs its Python-level __new__, which costs as much again as the tuple itself, so these
+# build the tuple directly from all its fields, in order. The stubs give the fields' types.
+if TYPE_CHECKING:
+
+    def _journal_entry(
+        fields: tuple[
+            float,  # ts
+            EntryKind,  # kind
+            str,  # line
+            int,  # tracking_id
+            str,  # hawb
+            str,  # state_from
+            str,  # state_to
+            str,  # destination
+            int | None,  # lane
+            tuple[Reason, ...],  # reasons
+            str,  # policy_version
+            Mapping[str, object],  # data
+        ],
+        /,
+    ) -> JournalEntry: ...
+
+    def _record(fields: tuple[tuple[JournalEntry, ...], int | None], /) -> Record: ...
+    def _gather(fields: tuple[int, str, float], /) -> Gather: ...
+    def _reply(fields: tuple[DestinationReply, tuple[Reason, ...]], /) -> Reply: ...
+    def _destination_reply(fields: tuple[str, int, int, Reason], /) -> DestinationReply: ...
+    def _policy_inputs(
+        fields: tuple[bool, RiskResult | None, XrayResult, bool, float, ReviewOutcome | None], /
+    ) -> PolicyInputs: ...
+
+else:
+    _journal_entry = partial(tuple.__new__, JournalEntry)
+    _record = partial(tuple.__new__, Record)
+    _gather = partial(tuple.__new__, Gather)
+    _reply = partial(tuple.__new__, Reply)
+    _destination_reply = partial(tuple.__new__, DestinationReply)
+    _policy_inputs = partial(tuple.__new__, PolicyInputs)
 
 _RECIRCULATED = {
     DivertStatus.MISSED: Reason.DIVERT_MISSED,
@@ -170,9 +216,14 @@ class LaneLoad:
         self._sent: dict[int, deque[float]] = {}
 
     def assigned(self, lane: int, now: float) -> None:
-        sent = self._sent.setdefault(lane, deque())
+        sent = self._sent.get(lane)
+        if sent is None:  # not setdefault: that would build a deque per call
+            sent = self._sent[lane] = deque()
         sent.append(now)
-        self._trim(sent, now)
+        # Trimmed in batches, once the oldest is two windows old (utilisation() trims exactly
+        # before it counts): a lane never asked about stays bounded without a trim per parcel.
+        if sent[0] < now - 2 * self.window_s:
+            self._trim(sent, now)
 
     def utilisation(self, lane: Lane, now: float) -> float:
         sent = self._sent.get(lane.id)
@@ -182,7 +233,8 @@ class LaneLoad:
         return len(sent) / (lane.capacity_per_h * self.window_s / 3600)
 
     def _trim(self, sent: deque[float], now: float) -> None:
-        while sent and sent[0] < now - self.window_s:
+        oldest = now - self.window_s
+        while sent and sent[0] < oldest:
             sent.popleft()
 
 
@@ -213,8 +265,15 @@ class LineTracker:
         self.in_inspection: dict[str, deque[Parcel]] = {}
         self.pending: dict[int, _Pending] = {}
         self.load = LaneLoad()
+        # Read once from the (frozen) line settings, not per parcel: a pydantic model's
+        # attribute costs a Python-level __getattr__ hook per read.
+        self._line_id = line.id
+        self._lap_limit = line.lap_limit
+        self._to_scan = line.belt.induct_to_scan_s
         self._lane_kind = {lane.id: lane.kind for lane in line.lanes}
-        self._lanes_of = {kind: line.lanes_of(kind) for kind in LaneKind}
+        self._lanes_of = {
+            kind: tuple((lane.id, lane) for lane in line.lanes_of(kind)) for kind in LaneKind
+        }
         self._window = line.belt.decision_window_s
         self._cutoff = line.belt.decision_window_s - line.reply_budget_s
 
@@ -223,44 +282,48 @@ class LineTracker:
     def request(self, request: DestinationRequest, now: float) -> list[Effect]:
         parcel, entries = self._admit(request, now)
         if parcel is None:
-            return [*self._settle(request.tracking_id), Record(tuple(entries))]
-        deadline = request.scan_time + self._window
-        pending = _Pending(parcel, deadline, request.scan_time + self._cutoff)
+            return [*self._settle(request.tracking_id), Record(entries)]
+        scan_time = request.scan_time
+        pending = _Pending(parcel, scan_time + self._window, scan_time + self._cutoff)
         self.pending[parcel.tracking_id] = pending
         version = self.policy.version
         if request.fault:
-            decision = Decision(LaneKind.EXCEPTION, (Reason.MALFORMED_TELEGRAM,), version)
+            decision = Decision(_TO_EXCEPTION, (Reason.MALFORMED_TELEGRAM,), version)
             return self._decide(pending, decision, {"fault": request.fault}, now, entries)
         if not request.barcode:
-            decision = Decision(LaneKind.EXCEPTION, (Reason.NO_READ,), version)
+            decision = Decision(_TO_EXCEPTION, (Reason.NO_READ,), version)
             return self._decide(pending, decision, {"no_read": True}, now, entries)
-        if parcel.laps >= self.line.lap_limit:
-            decision = Decision(LaneKind.EXCEPTION, (Reason.LAP_LIMIT,), version)
+        if parcel.laps >= self._lap_limit:
+            decision = Decision(_TO_EXCEPTION, (Reason.LAP_LIMIT,), version)
             return self._decide(pending, decision, {"laps": parcel.laps}, now, entries)
-        return [Record(tuple(entries)), Gather(parcel.tracking_id, parcel.hawb, pending.cutoff)]
+        return [
+            _record((entries, None)),
+            _gather((parcel.tracking_id, parcel.hawb, pending.cutoff)),
+        ]
 
     def _admit(
         self, request: DestinationRequest, now: float
-    ) -> tuple[Parcel | None, list[JournalEntry]]:
+    ) -> tuple[Parcel | None, tuple[JournalEntry, ...]]:
         """Open a parcel for a first scan, or bring a recirculating one round for another lap."""
-        parcel = self.on_belt.get(request.tracking_id)
+        tracking_id = request.tracking_id
+        parcel = self.on_belt.get(tracking_id)
         if parcel is None:
-            arrived = request.scan_time - self.line.belt.induct_to_scan_s
-            parcel = Parcel(self.line.id, request.tracking_id, request.barcode, arrived)
-            parcel.stamps[ParcelState.SCANNED] = now
-            self.on_belt[request.tracking_id] = parcel
-            self.kpis.arrived(self.line.id, parcel.tracking_id, arrived)
+            arrived = request.scan_time - self._to_scan
+            parcel = Parcel(self._line_id, tracking_id, request.barcode, arrived)
+            parcel.stamps[_SCANNED] = now
+            self.on_belt[tracking_id] = parcel
+            self.kpis.arrived(self._line_id, tracking_id, arrived)
             data = {"seq": request.seq, "scan_time": request.scan_time, "arrived_at": arrived}
-            return parcel, [self._entry(_TRANSITION, parcel, now, None, _SCANNED, data=data)]
+            return parcel, (self._entry(_TRANSITION, parcel, now, None, _SCANNED, data=data),)
         try:
-            previous = parcel.move(ParcelState.SCANNED, now)
+            previous = parcel.move(_SCANNED, now)
         except IllegalTransitionError as exc:
             # Came round again without a confirmation: tracking cannot be trusted.
-            return None, [self._illegal(parcel, exc, now), *self._close_lost(parcel, now)]
+            return None, (self._illegal(parcel, exc, now), *self._close_lost(parcel, now))
         parcel.laps += 1
-        parcel.stamps[ParcelState.SCANNED] = now
+        parcel.stamps[_SCANNED] = now
         data = {"seq": request.seq, "scan_time": request.scan_time, "lap": parcel.laps}
-        return parcel, [self._entry(_TRANSITION, parcel, now, previous, _SCANNED, data=data)]
+        return parcel, (self._entry(_TRANSITION, parcel, now, previous, _SCANNED, data=data),)
 
     # --- evidence, review and decision ---------------------------------------------------
 
@@ -269,15 +332,18 @@ class LineTracker:
     ) -> list[Effect]:
         """The evidence gathered by the cutoff; ``xray`` None means none came in time."""
         pending = self.pending.get(tracking_id)
-        if pending is None or pending.phase is not Phase.GATHERING:
+        if pending is None or pending.phase is not _GATHERING:
             return []
         parcel = pending.parcel
-        inputs = PolicyInputs(
-            no_read=False,
-            risk=risk,
-            xray=xray or XrayResult.fault(XrayStatus.LATE, "no result by the deadline"),
-            held=parcel.hawb in self.holds,
-            audit_draw=self.rng.random(),
+        inputs = _policy_inputs(
+            (
+                False,  # no_read
+                risk,
+                xray or XrayResult.fault(_LATE, "no result by the deadline"),
+                parcel.hawb in self.holds,  # held
+                self.rng.random(),  # audit_draw
+                None,  # review
+            )
         )
         decision = self.policy.decide(inputs)
         if (
@@ -286,10 +352,10 @@ class LineTracker:
             and now < pending.cutoff
             and self.policy.wants_review(inputs)
         ):
-            pending.phase = Phase.REVIEWING
+            pending.phase = _REVIEWING
             pending.inputs = inputs
             ask = ReviewRequest(
-                self.line.id, tracking_id, parcel.hawb, risk, inputs.xray, pending.cutoff
+                self._line_id, tracking_id, parcel.hawb, risk, inputs.xray, pending.cutoff
             )
             return [AskReview(ask)]
         return self._decide(pending, decision, inputs, now)
@@ -297,10 +363,12 @@ class LineTracker:
     def reviewed(self, tracking_id: int, outcome: ReviewOutcome | None, now: float) -> list[Effect]:
         """An officer's verdict, or None when the cutoff came first."""
         pending = self.pending.get(tracking_id)
-        if pending is None or pending.phase is not Phase.REVIEWING or pending.inputs is None:
+        if pending is None or pending.phase is not _REVIEWING or pending.inputs is None:
             return []
         held = pending.parcel.hawb in self.holds  # a hold placed meanwhile counts
-        inputs = replace(pending.inputs, review=outcome, held=held)
+        # The same inputs with the hold re-read and the review added (._replace is slow).
+        no_read, risk, xray, _, audit_draw, _ = pending.inputs
+        inputs = _policy_inputs((no_read, risk, xray, held, audit_draw, outcome))
         return self._decide(pending, self.policy.decide(inputs), inputs, now)
 
     def _decide(
@@ -309,40 +377,41 @@ class LineTracker:
         decision: Decision,
         inputs: PolicyInputs | dict[str, object],
         now: float,
-        entries: list[JournalEntry] | None = None,
+        entries: tuple[JournalEntry, ...] = (),
     ) -> list[Effect]:
         parcel = pending.parcel
         lane = self._lane_for(decision.destination, now)
         if lane is not None and self._lane_kind[lane] is not decision.destination:
-            decision = replace(
-                decision,
-                destination=LaneKind.EXCEPTION,
+            decision = decision._replace(
+                destination=_TO_EXCEPTION,
                 reasons=(Reason.LANE_UNAVAILABLE, *decision.reasons),
             )
         applied = lane is not None and now <= pending.deadline
-        entry = JournalEntry(
-            ts=now,
-            kind=EntryKind.DECISION,
-            line=self.line.id,
-            tracking_id=parcel.tracking_id,
-            hawb=parcel.hawb,
-            state_from=_SCANNED if applied else "",
-            state_to=_DECIDED if applied else "",
-            destination=decision.destination,
-            lane=lane,
-            reasons=decision.reasons,
-            policy_version=decision.policy_version,
-            data=DecisionData(inputs, pending.deadline, parcel.laps),
+        entry = _journal_entry(
+            (
+                now,  # ts
+                _DECISION,  # kind
+                self._line_id,  # line
+                parcel.tracking_id,
+                parcel.hawb,
+                _SCANNED if applied else "",  # state_from
+                _DECIDED if applied else "",  # state_to
+                decision.destination,
+                lane,
+                decision.reasons,
+                decision.policy_version,
+                DecisionData(inputs, pending.deadline, parcel.laps),  # data
+            )
         )
-        pending.phase = Phase.JOURNALLING
+        pending.phase = _JOURNALLING
         pending.decision = decision
         pending.lane = lane
-        return [Record((*(entries or ()), entry), awaiting=parcel.tracking_id)]
+        return [_record(((*entries, entry), parcel.tracking_id))]  # awaiting the tracking id
 
     def journalled(self, tracking_id: int, now: float, error: str = "") -> list[Effect]:
         """The decision's entry is durable (``error`` empty) or could not be written."""
         pending = self.pending.get(tracking_id)
-        if pending is None or pending.phase is not Phase.JOURNALLING:
+        if pending is None or pending.phase is not _JOURNALLING:
             return []
         del self.pending[tracking_id]
         parcel, decision, lane = pending.parcel, pending.decision, pending.lane
@@ -358,19 +427,24 @@ class LineTracker:
             return self._miss(parcel, pending.deadline, now, why)
         parcel.move(_DECIDED, now)
         self.load.assigned(lane, now)
-        self.kpis.decided(self.line.id, lane, decision.reasons)
-        reply = DestinationReply(self.line.id, parcel.tracking_id, lane, decision.reasons[0])
-        return [Reply(reply, decision.reasons)]
+        reasons = decision.reasons
+        self.kpis.decided(self._line_id, lane, reasons)
+        reply = _destination_reply((self._line_id, tracking_id, lane, reasons[0]))
+        return [_reply((reply, reasons))]
 
     def _lane_for(self, destination: LaneKind, now: float) -> int | None:
         """The available lane of the decided kind with the most spare capacity (recent
         assignments against ``capacity_per_h``); exception lanes if none; else None."""
         status = self.lane_status()
-        for kind in (destination, LaneKind.EXCEPTION):
+        for kind in (destination, _TO_EXCEPTION):
+            lanes = self._lanes_of[kind]  # (id, lane) pairs: each id read once, not per parcel
+            if len(lanes) == 1:  # the usual case, without building a list
+                lane_id = lanes[0][0]
+                if status.get(lane_id, _AVAILABLE) is _AVAILABLE:
+                    return lane_id
+                continue
             open_lanes = [
-                lane
-                for lane in self._lanes_of[kind]
-                if status.get(lane.id, _AVAILABLE) is _AVAILABLE
+                lane for lane_id, lane in lanes if status.get(lane_id, _AVAILABLE) is _AVAILABLE
             ]
             if len(open_lanes) == 1:
                 return open_lanes[0].id
@@ -380,18 +454,18 @@ class LineTracker:
 
     def _miss(self, parcel: Parcel, deadline: float, now: float, why: str) -> list[Effect]:
         """Record a missed deadline; the parcel awaits the PLC's default-lane confirmation."""
-        if parcel.state is not ParcelState.SCANNED:
+        if parcel.state is not _SCANNED:
             return []
-        parcel.move(ParcelState.DEFAULTED, now)
+        parcel.move(_DEFAULTED, now)
         self.kpis.deadline_misses += 1
         entry = JournalEntry(
             ts=now,
-            kind=EntryKind.DEADLINE_MISS,
-            line=self.line.id,
+            kind=_DEADLINE_MISS,
+            line=self._line_id,
             tracking_id=parcel.tracking_id,
             hawb=parcel.hawb,
-            state_from=ParcelState.SCANNED.value,
-            state_to=ParcelState.DEFAULTED.value,
+            state_from=_SCANNED_VALUE,
+            state_to=_DEFAULTED_VALUE,
             reasons=(Reason.DEADLINE_MISSED,),
             data={"deadline": deadline, "late_by_s": now - deadline, "why": why},
         )
@@ -406,14 +480,15 @@ class LineTracker:
     # --- divert confirmations ------------------------------------------------------------
 
     def confirm(self, confirmation: DivertConfirmation, now: float) -> list[Effect]:
-        parcel = self.on_belt.get(confirmation.tracking_id)
+        tracking_id = confirmation.tracking_id
+        parcel = self.on_belt.get(tracking_id)
         if parcel is None:
             return self._alarm(confirmation, "confirmation for unknown tracking id", now)
         effects: list[Effect] = []
         if parcel.state is _SCANNED:  # the PLC acted before our reply
-            pending = self.pending.get(parcel.tracking_id)
+            pending = self.pending.get(tracking_id)
             deadline = pending.deadline if pending else now
-            effects += self._settle(parcel.tracking_id)
+            effects += self._settle(tracking_id)
             effects += self._miss(parcel, deadline, now, "confirmation arrived before the reply")
         target, reason, alarm = self._outcome(confirmation, now)
         effects += alarm
@@ -432,31 +507,31 @@ class LineTracker:
             reasons=(reason,) if reason else (),
             data={"seq": confirmation.seq, "status": _STATUS_NAMES[confirmation.status]},
         )
-        effects.append(Record((entry,)))
+        effects.append(_record(((entry,), None)))
         if target is _RECIRCULATING:
             self.kpis.recirculations += 1
         elif target is _IN_INSPECTION:
-            del self.on_belt[parcel.tracking_id]
+            del self.on_belt[tracking_id]
             self.in_inspection.setdefault(parcel.hawb, deque()).append(parcel)
         else:
-            del self.on_belt[parcel.tracking_id]
+            del self.on_belt[tracking_id]
             self._closed(parcel, now)
         return effects
 
     def _outcome(
         self, confirmation: DivertConfirmation, now: float
-    ) -> tuple[ParcelState, Reason | None, list[Effect]]:
+    ) -> tuple[ParcelState, Reason | None, Sequence[Effect]]:
         status = confirmation.status
         if status in _RECIRCULATED:
-            return ParcelState.RECIRCULATING, _RECIRCULATED[status], []
-        if status is DivertStatus.LOST_TRACKING:
-            return ParcelState.EXCEPTION, Reason.LOST_TRACKING, []
+            return _RECIRCULATING, _RECIRCULATED[status], _NO_ALARM
+        if status is _LOST_TRACKING:
+            return _EXCEPTION, Reason.LOST_TRACKING, _NO_ALARM
         kind = self._lane_kind.get(confirmation.lane)
         if kind is None:
             alarm = self._alarm(confirmation, "diverted to a lane not in the config", now)
-            return ParcelState.EXCEPTION, Reason.LANE_UNAVAILABLE, alarm
-        reason = Reason.PLC_DEFAULTED if status is DivertStatus.DEFAULTED else None
-        return AFTER_DIVERT[kind], reason, []
+            return _EXCEPTION, Reason.LANE_UNAVAILABLE, alarm
+        reason = Reason.PLC_DEFAULTED if status is _DEFAULTED_BY_PLC else None
+        return AFTER_DIVERT[kind], reason, _NO_ALARM
 
     # --- operator commands ---------------------------------------------------------------
 
@@ -585,9 +660,10 @@ class LineTracker:
     # --- helpers -------------------------------------------------------------------------
 
     def _closed(self, parcel: Parcel, now: float) -> None:
-        self.kpis.closed(parcel.state)
-        if parcel.state.cleared:
-            self.kpis.cleared(self.line.id, parcel.tracking_id, parcel.arrived_at, now)
+        state = parcel.state
+        self.kpis.closed(state)
+        if state.cleared:
+            self.kpis.cleared(self._line_id, parcel.tracking_id, parcel.arrived_at, now)
 
     def _close_lost(self, parcel: Parcel, now: float) -> list[JournalEntry]:
         previous = parcel.state
@@ -609,17 +685,21 @@ class LineTracker:
         reasons: tuple[Reason, ...] = (),
         data: Mapping[str, object] | None = None,
     ) -> JournalEntry:
-        return JournalEntry(
-            ts=now,
-            kind=kind,
-            line=self.line.id,
-            tracking_id=parcel.tracking_id,
-            hawb=parcel.hawb,
-            state_from=state_from or "",  # a StrEnum is its own value
-            state_to=state_to or "",
-            lane=lane,
-            reasons=reasons,
-            data=NO_DATA if data is None else data,
+        return _journal_entry(
+            (
+                now,  # ts
+                kind,
+                self._line_id,  # line
+                parcel.tracking_id,
+                parcel.hawb,
+                state_from or "",  # a StrEnum is its own value
+                state_to or "",
+                "",  # destination
+                lane,
+                reasons,
+                "",  # policy_version
+                NO_DATA if data is None else data,
+            )
         )
 
     def _illegal(self, parcel: Parcel, exc: IllegalTransitionError, now: float) -> JournalEntry:
@@ -644,7 +724,7 @@ class LineTracker:
             tracking_id=telegram.tracking_id,
             data={
                 "message": message,
-                "telegram": {**asdict(telegram), "status": telegram.status.name},
+                "telegram": {**telegram._asdict(), "status": telegram.status.name},
             },
         )
         return [Record((entry,))]
