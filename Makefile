@@ -14,9 +14,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+DEMO_LOGIN    := demo
+DEMO_PASSWORD := cargogate-demo
+
 demo: $(STAMP)
 	rm -f var/demo-journal.sqlite var/demo-journal.sqlite-wal var/demo-journal.sqlite-shm
-	$(BIN)/cargogate run config/demo.yaml --duration 60
+	echo '$(DEMO_PASSWORD)' | $(BIN)/cargogate user add $(DEMO_LOGIN) --role supervisor \
+		--site config/demo.yaml --password-stdin
+	@echo "console login: $(DEMO_LOGIN) / $(DEMO_PASSWORD)  (Ctrl-C stops the demo)"
+	$(BIN)/cargogate run config/demo.yaml --duration 900
 
 demo-xray: $(STAMP)
 	rm -f var/demo-xray-journal.sqlite var/demo-xray-journal.sqlite-wal var/demo-xray-journal.sqlite-shm

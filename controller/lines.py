@@ -57,7 +57,7 @@ from controller.core.tracker import (
     Reply,
     command_data,
 )
-from controller.core.views import ControllerView, LineView, ParcelView
+from controller.core.views import ControllerView, LineView, ParcelView, ReviewView
 
 log = logging.getLogger(__name__)
 
@@ -354,6 +354,11 @@ class Controller:
                 for p in parcels
             ),
         )
+
+    def reviews(self) -> tuple[ReviewView, ...]:
+        """Every parcel waiting for an officer's verdict, least time left first."""
+        waiting = [r for line in self.lines.values() for r in line.tracker.reviews()]
+        return tuple(sorted(waiting, key=lambda r: r.deadline))
 
     def restore(self, parcels: Iterable[Parcel], holds: Iterable[Hold]) -> None:
         """Take back what the journal shows open at start-up: parcels and holds."""

@@ -81,6 +81,7 @@ def test_run_serves_the_demo_and_prints_its_kpis(tmp_path: Path) -> None:
     raw["store"]["journal_path"] = str(tmp_path / "journal.sqlite")
     raw["plant"]["speed"] = 40
     raw["plant"]["scenario"] = str(ROOT / raw["plant"]["scenario"])
+    raw["console"] = {"port": 0}
     config = tmp_path / "demo.yaml"
     config.write_text(yaml.safe_dump(raw))
     result = runner.invoke(
@@ -89,6 +90,7 @@ def test_run_serves_the_demo_and_prints_its_kpis(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "cleared within 150 s" in result.output
     assert "LOW_RISK_CLEAN_XRAY" in result.output
+    assert "console: http://localhost:" in result.output
     assert (tmp_path / "journal.sqlite").exists()
 
 
@@ -97,6 +99,7 @@ def test_run_refuses_a_missing_model_with_a_clear_message(tmp_path: Path) -> Non
     raw["store"]["journal_path"] = str(tmp_path / "journal.sqlite")
     raw["plant"]["scenario"] = str(ROOT / raw["plant"]["scenario"])
     raw["xray"] = {"type": "onnx", "model": str(tmp_path / "missing.onnx")}
+    raw["console"] = {"enabled": False}
     raw["intake"] = {"quarantine": str(tmp_path / "q"), "sources": [{"type": "inprocess"}]}
     config = tmp_path / "site.yaml"
     config.write_text(yaml.safe_dump(raw))

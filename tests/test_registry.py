@@ -100,7 +100,7 @@ def test_our_plugins_load_through_their_entry_points() -> None:
     assert {a.type for a in registry.adapters(Kind.XRAY)} == {"none", "onnx", "plant"}
     assert {a.type for a in registry.adapters(Kind.PLANT)} == {"twin"}
     assert {a.type for a in registry.adapters(Kind.RISK_FEED)} == {"file", "http"}
-    assert {a.type for a in registry.adapters(Kind.REVIEW)} == {"none", "plant"}
+    assert {a.type for a in registry.adapters(Kind.REVIEW)} == {"none", "plant", "station"}
     sources = {a.type for a in registry.adapters(Kind.IMAGE_SOURCE)}
     assert sources == {"inprocess", "watch_folder", "dicom_folder", "dicom_scp"}
     assert [registry.default(k) for k in (Kind.SORTER, Kind.XRAY, Kind.REVIEW, Kind.PLANT)] == [

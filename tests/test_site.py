@@ -45,6 +45,7 @@ def demo_config(
     """A demo site with its journal in ``tmp_path`` and a short twin scenario."""
     raw = yaml.safe_load((ROOT / "config" / site_file).read_text())
     raw["store"]["journal_path"] = str(tmp_path / "journal.sqlite")
+    raw["console"] = {"port": 0}  # a free port: tests never depend on 8080 being free
     if "intake" in raw:
         raw["intake"]["quarantine"] = str(tmp_path / "quarantine")
         raw["xray"]["model"] = str(ROOT / raw["xray"]["model"])

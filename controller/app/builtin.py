@@ -1,4 +1,5 @@
-"""The adapters a site has when it has none: no X-ray source and no review room.
+"""The adapters a site has when it has none (no X-ray source, no review room), and the
+console's review station.
 
 Registered through the entry point ``builtin`` like every other plugin (see
 :mod:`controller.app.registry`), so the site schema's defaults (``xray: {type: none}``,
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from controller.console.review import StationReviewSettings
 from controller.core.domain import XrayResult, XrayStatus
 from controller.core.settings import Strict
 
@@ -44,4 +46,10 @@ def no_review(settings: NoReview, ctx: object) -> None:
 ADAPTERS = [
     {"kind": "xray", "type": "none", "settings": NoXray, "factory": f"{__name__}:no_xray"},
     {"kind": "review", "type": "none", "settings": NoReview, "factory": f"{__name__}:no_review"},
+    {
+        "kind": "review",
+        "type": "station",
+        "settings": StationReviewSettings,
+        "factory": "controller.console.review:station_review",
+    },
 ]

@@ -29,6 +29,7 @@ from controller.app.registry import Command, default_registry, resolve
 from controller.app.services import Services, Snapshot, StartupError
 from controller.app.site import SiteConfig, load_config
 from controller.app.terminal import console, errors, print_problems, setup_logging
+from controller.app.user_cli import users_app
 from controller.core.link import LinkState
 from controller.core.settings import ConfigError
 
@@ -147,7 +148,7 @@ def run(
     setup_logging(log_level.value)
     show_live = sys.stdout.isatty() if live is None else live
     try:
-        final = asyncio.run(_run(config, duration, show_live))
+        final = asyncio.run(_run(config, duration, show_live, config_file))
     except ConfigError as exc:
         print_problems(exc)
         raise typer.Exit(code=2) from None
@@ -160,7 +161,9 @@ def run(
     console.print(f"journal: {config.store.journal_path}")
 
 
-async def _run(config: SiteConfig, duration: float | None, show_live: bool) -> Snapshot:
+async def _run(
+    config: SiteConfig, duration: float | None, show_live: bool, site_file: Path
+) -> Snapshot:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -168,6 +171,11 @@ async def _run(config: SiteConfig, duration: float | None, show_live: bool) -> S
     services = Services(config)
     gc.freeze()  # the start-up objects live for the whole run: keep them out of collections
     async with services:
+        if services.console is not None:
+            console.print(
+                f"console: [bold]{services.console.url}[/bold]  "
+                f"(users: cargogate user add NAME --role ROLE --site {site_file})"
+            )
         if not show_live:
             return await services.run(duration, stop)
         with Live(console=console, refresh_per_second=4, transient=True) as view:
@@ -253,6 +261,7 @@ def _pct(value: float | None) -> str:
 
 # the order of --help: run a site first, then the tools around it (the plugins' come last)
 app.add_typer(config_app, name="config")
+app.add_typer(users_app, name="user")
 command_cli.register(app)  # hold, lift, inspect, verdict, ack, close: to the running controller
 
 

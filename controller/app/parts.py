@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from controller.alarms import Alarms
 from controller.app.registry import Kind, Registry, resolve
 from controller.app.site import SiteConfig
+from controller.console.images import ImageShelf
 from controller.core.clock import Clock, MonotonicClock
 from controller.core.domain import XrayResult
 from controller.core.holds import Holds
@@ -168,6 +169,8 @@ class Parts:
     sorters: dict[str, SorterPort]
     feeds: list[tuple[RiskFeed, float]]
     controller: Controller
+    images: ImageShelf | None = None
+    """The latest scanner images, for the console's review station."""
     named: list[tuple[str, object]] = field(default_factory=list)
     """Every adapter with its name, in start order (stopped in reverse)."""
 
@@ -199,13 +202,16 @@ def assemble(config: SiteConfig, registry: Registry) -> Parts:
         if config.store.central_url
         else None
     )
+    images = ImageShelf() if config.console.enabled else None
     ctx = BuildContext(config, clock, alarms, book, plant)
+    if images is not None:
+        ctx = replace(ctx, result_listeners=(images,))
     intake = _intake(config, registry, ctx)
     named: list[tuple[str, object]] = []
     if intake is not None:
         ctx = replace(ctx, images=intake.matcher)
         if intake.reports is not None:
-            ctx = replace(ctx, result_listeners=(intake.reports,))
+            ctx = replace(ctx, result_listeners=(*ctx.result_listeners, intake.reports))
         named += [(f"intake {name}", source) for name, source in intake.sources.items()]
     xray = cast(XrayPort, registry.build(Kind.XRAY, config.xray, ctx.at("xray")))
     review = cast(ReviewQueue | None, registry.build(Kind.REVIEW, config.review, ctx.at("review")))
@@ -247,6 +253,7 @@ def assemble(config: SiteConfig, registry: Registry) -> Parts:
         sorters=sorters,
         feeds=feeds,
         controller=controller,
+        images=images,
         named=_distinct(named),
     )
     plant.connect(parts)

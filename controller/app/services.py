@@ -16,8 +16,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
@@ -27,14 +26,19 @@ from controller.app.command_channel import CommandChannel
 from controller.app.parts import Plant, assemble
 from controller.app.registry import Registry, default_registry
 from controller.app.site import SiteConfig
+from controller.console.app import create_app
+from controller.console.context import ConsoleContext
+from controller.console.server import ConsoleServer
 from controller.core.clock import Clock
 from controller.core.link import LinkState
-from controller.core.views import AlarmView, ControllerView, KpiView
+from controller.core.views import AlarmView, SiteView, XrayView
 from controller.lines import Controller
 from controller.recovery import hold_on_clock, recover
 from controller.risk.book import RiskBook
-from controller.store.forwarder import ForwarderStatus, JournalForwarder
+from controller.store.audit import SqlAuditLog
+from controller.store.forwarder import JournalForwarder
 from controller.store.journal import SqliteJournal
+from controller.store.users import SqlUserDirectory
 
 log = logging.getLogger(__name__)
 
@@ -44,28 +48,8 @@ SHIP_LIMIT_S = 10.0
 """How long the forwarder may ship the journal tail at shutdown (the rest goes next start)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """What the live view shows, taken once per refresh: the controller's read model and
-    the state of the services around it."""
-
-    controller: ControllerView
-    risk_results: int
-    journal_rows: int
-    journal_commits: int
-    forwarder: ForwarderStatus | None
-    plant: Mapping[str, int] = field(default_factory=dict)
-    links: Mapping[str, LinkState] = field(default_factory=dict)
-    alarms: tuple[AlarmView, ...] = ()
-
-    @property
-    def kpis(self) -> KpiView:
-        return self.controller.kpis
-
-    @property
-    def open_parcels(self) -> int:
-        return self.controller.open_parcels
-
+Snapshot = SiteView
+"""The old name of :class:`controller.core.views.SiteView`."""
 
 Reporter = Callable[[Snapshot], None]
 
@@ -98,6 +82,8 @@ class Services:
         self.clock: Clock = parts.clock
         self.plant: Plant = parts.plant
         self._stack: contextlib.AsyncExitStack | None = None
+        self.console: ConsoleServer | None = None
+        """The console while the services run (its ``url`` names where)."""
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -132,6 +118,11 @@ class Services:
                     await stack.enter_async_context(channel)
                 except Exception as exc:
                     raise StartupError("commands", exc) from exc
+            if self.config.console.enabled:
+                try:
+                    self.console = await stack.enter_async_context(self._console())
+                except Exception as exc:
+                    raise StartupError("console", exc) from exc
         except BaseException:
             await stack.aclose()
             raise
@@ -147,6 +138,31 @@ class Services:
         stack, self._stack = self._stack, None
         if stack is not None:
             await stack.aclose()
+
+    @contextlib.asynccontextmanager
+    async def _console(self) -> AsyncIterator[ConsoleServer]:
+        """The console on this site's parts: the controller takes its commands, the journal
+        answers its searches, the site's database keeps its users."""
+        config = self.config
+        audit = SqlAuditLog(config.store.journal_path, config.site.id)
+        ctx = ConsoleContext(
+            settings=config.console,
+            read=self.snapshot,
+            commands=self.controller,
+            audit=audit,
+            users=SqlUserDirectory(config.store.journal_path),
+            lane_kinds={
+                line.id: {lane.id: str(lane.kind) for lane in line.lanes} for line in config.lines
+            },
+            speed=float(getattr(self.clock, "speed", 1.0)),
+            images=self.parts.images,
+            ready=lambda: self.started,
+        )
+        try:
+            async with ConsoleServer(create_app(ctx), config.console) as server:
+                yield server
+        finally:
+            await audit.aclose()
 
     async def _ship_tail(self, forwarder: JournalForwarder) -> None:
         """Ship what the central database still lacks, for at most :data:`SHIP_LIMIT_S`;
@@ -265,12 +281,15 @@ class Services:
                 states[name] = state
         return states
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self) -> SiteView:
+        """The whole site at this moment, as every reader sees it (taken in one go)."""
         alarms = tuple(
             AlarmView(a.source, a.message, a.since, a.acknowledged_by, a.comment)
             for a in sorted(self.alarms.active.values(), key=lambda a: a.since)
         )
-        return Snapshot(
+        holds = sorted(self.controller.holds.items().values(), key=lambda h: h.since)
+        return SiteView(
+            site=self.config.site.id,
             controller=self.controller.view(),
             risk_results=len(self.book),
             journal_rows=self.journal.rows_written,
@@ -279,7 +298,24 @@ class Services:
             plant=dict(self.plant.counts()),
             links=self.links(),
             alarms=alarms,
+            reviews=self.controller.reviews(),
+            holds=tuple(holds),
+            xray=_xray_view(self.parts.xray),
         )
+
+
+def _xray_view(xray: object) -> XrayView | None:
+    """The inference service's counters, when the X-ray port keeps them (the ONNX one)."""
+    stats, state = getattr(xray, "stats", None), getattr(xray, "state", None)
+    if stats is None or state is None:
+        return None
+    return XrayView(
+        state=str(state),
+        images=int(getattr(stats, "images", 0)),
+        failures=int(getattr(stats, "failures", 0)),
+        restarts=int(getattr(stats, "restarts", 0)),
+        last_run_s=float(getattr(stats, "last_run_s", 0.0)),
+    )
 
 
 @contextlib.asynccontextmanager

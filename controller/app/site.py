@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, create_model, 
 
 from controller.app.command_channel import CommandChannelSettings
 from controller.app.registry import Kind, Registry, default_registry, type_of
+from controller.console.settings import ConsoleSettings
 from controller.core.settings import ConfigError, Line, SiteCore, Strict, validate
 from controller.intake.settings import Intake
 
@@ -65,6 +66,8 @@ class SiteConfig(SiteCore, _StaticOnly):
     store: Store = Store()
     commands: CommandChannelSettings = CommandChannelSettings()
     """The local channel operators' and officers' commands arrive on (``cargogate hold``...)."""
+    console: ConsoleSettings = ConsoleSettings()
+    """The web console and HTTP API (on by default)."""
     risk_feeds: list[BaseModel] = Field(default_factory=list)
     xray: BaseModel
     intake: Intake | None = None

@@ -46,6 +46,8 @@ class Kpis:
         # Plain dicts, read out as Counters: storing into a dict subclass such as Counter
         # takes twice as long, and these count every parcel.
         self._buckets: dict[str, int] = {}
+        self.cleared_s_sum = 0.0
+        """The clearance times of every cleared parcel, summed (a histogram's sum)."""
         self._by_lane: dict[tuple[str, int], int] = {}
         self._by_reason: dict[Reason, int] = {}
         self._by_state: dict[str, int] = {}
@@ -83,6 +85,7 @@ class Kpis:
         elapsed, target, names = now - arrived_at, self.target_s, self.bucket_names
         bucket = names[0] if elapsed <= target else names[1] if elapsed <= 2 * target else names[2]
         self._buckets[bucket] = self._buckets.get(bucket, 0) + 1
+        self.cleared_s_sum += elapsed
         if self._pending.pop((line, tracking_id, arrived_at), None) is not None:
             self._verdict(line, now, elapsed <= target)
 
@@ -120,6 +123,7 @@ class Kpis:
             by_hour={hour: Share(*n) for hour, n in sorted(self._by_hour.items())},
             by_line={line: Share(*n) for line, n in sorted(self._by_line.items())},
             buckets={b: self._buckets.get(b, 0) for b in self.bucket_names},
+            cleared_s_sum=self.cleared_s_sum,
             by_lane={f"{line}/{lane}": n for (line, lane), n in sorted(self._by_lane.items())},
             by_reason={r.name: n for r, n in self.by_reason.most_common()},
             by_state={str(state): n for state, n in self._by_state.items()},

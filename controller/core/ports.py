@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from controller.core.audit import AuditPage, AuditQuery
 from controller.core.commands import Command, CommandResult
 from controller.core.domain import (
     DestinationReply,
@@ -115,4 +116,12 @@ class OperatorCommands(Protocol):
         """Check ``command`` against the lifecycle, journal it durably with who and why
         (refused ones too), then apply it. Never raises for a command a user got wrong: the
         result says why it was refused."""
+        ...
+
+
+class AuditLog(Protocol):
+    """The journal, searched: track and trace, the alarm history, the supervisors' audit."""
+
+    async def search(self, query: AuditQuery) -> AuditPage:
+        """Matching entries, newest first. Must not block the event loop."""
         ...

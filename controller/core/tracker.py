@@ -65,6 +65,7 @@ from controller.core.policy import DecisionPolicy, PolicyInputs
 from controller.core.ports import ReviewRequest
 from controller.core.reasons import Reason
 from controller.core.settings import Lane, Line
+from controller.core.views import ReviewView
 
 # --- effects: what the driver must do --------------------------------------------------------
 # Named tuples, not frozen dataclasses: several are made per parcel at line rate.
@@ -656,6 +657,22 @@ class LineTracker:
 
     def awaiting_review(self) -> int:
         return sum(1 for p in self.pending.values() if p.phase is Phase.REVIEWING)
+
+    def reviews(self) -> list[ReviewView]:
+        """The parcels waiting for an officer's verdict, with the evidence they were sent for."""
+        return [
+            ReviewView(
+                self._line_id,
+                tid,
+                p.parcel.hawb,
+                p.parcel.arrived_at,
+                p.cutoff,
+                p.inputs.risk,
+                p.inputs.xray,
+            )
+            for tid, p in self.pending.items()
+            if p.phase is Phase.REVIEWING and p.inputs is not None
+        ]
 
     # --- helpers -------------------------------------------------------------------------
 

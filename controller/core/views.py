@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from controller.core.domain import LaneStatus
+from controller.core.domain import LaneStatus, RiskResult, XrayResult
+from controller.core.holds import Hold
 from controller.core.link import LinkState
 
 
@@ -46,6 +47,8 @@ class KpiView:
     by_hour: Mapping[int, Share]
     by_line: Mapping[str, Share]
     buckets: Mapping[str, int]
+    """Cleared parcels by clearance time: within the target, up to twice it, beyond."""
+    cleared_s_sum: float
     by_lane: Mapping[str, int]
     by_reason: Mapping[str, int]
     by_state: Mapping[str, int]
@@ -129,3 +132,69 @@ class ControllerView:
     open_parcels: int
     oldest_open: tuple[ParcelView, ...] = field(default=())
     """The open parcels that arrived first (the ones a floor operator should look at)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewView:
+    """A parcel waiting for an officer's on-screen review, with the evidence it was sent
+    for; the review station lists these by ``deadline`` (when the parcel goes to
+    inspection without a verdict)."""
+
+    line: str
+    tracking_id: int
+    hawb: str
+    arrived_at: float
+    deadline: float
+    risk: RiskResult | None
+    xray: XrayResult
+
+
+@dataclass(frozen=True, slots=True)
+class ForwarderView:
+    """The central-database forwarder: ``backlog`` is the local rows not yet confirmed
+    centrally."""
+
+    connected: bool
+    last_error: str | None
+    backlog: int
+    shipped_total: int
+    watermark: int
+
+
+@dataclass(frozen=True, slots=True)
+class XrayView:
+    """The on-site inference service's counters (absent when the site scores no images)."""
+
+    state: str
+    images: int
+    failures: int
+    restarts: int
+    last_run_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class SiteView:
+    """One site at one moment: the controller's read model and the services around it.
+    Taken on the event loop in one go; what the terminal view, the console, the metrics
+    endpoint and the live stream all read."""
+
+    site: str
+    controller: ControllerView
+    risk_results: int
+    journal_rows: int
+    journal_commits: int
+    forwarder: ForwarderView | None
+    plant: Mapping[str, int] = field(default_factory=dict)
+    links: Mapping[str, LinkState] = field(default_factory=dict)
+    alarms: tuple[AlarmView, ...] = ()
+    reviews: tuple[ReviewView, ...] = ()
+    holds: tuple[Hold, ...] = ()
+    xray: XrayView | None = None
+
+    @property
+    def kpis(self) -> KpiView:
+        return self.controller.kpis
+
+    @property
+    def open_parcels(self) -> int:
+        return self.controller.open_parcels

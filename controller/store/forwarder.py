@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from controller.core.link import LinkState
+from controller.core.views import ForwarderView
 from controller.store import migrate
 from controller.store.schema import forward_state_table, journal_table
 from controller.store.sqlite import sqlite_engine, sqlite_url
@@ -29,17 +30,6 @@ from controller.store.sqlite import sqlite_engine, sqlite_url
 log = logging.getLogger(__name__)
 
 _SUPPORTED_BACKENDS = ("postgresql", "sqlite")
-
-
-@dataclass(frozen=True, slots=True)
-class ForwarderStatus:
-    """A snapshot for KPIs: ``backlog`` is the local rows not yet confirmed centrally."""
-
-    connected: bool
-    last_error: str | None
-    backlog: int
-    shipped_total: int
-    watermark: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +129,8 @@ class JournalForwarder:
         self._link = LinkState.CONNECTING
 
     @property
-    def status(self) -> ForwarderStatus:
-        return ForwarderStatus(
+    def status(self) -> ForwarderView:
+        return ForwarderView(
             connected=self._connected,
             last_error=self._last_error,
             backlog=self._backlog,

@@ -132,10 +132,31 @@ class ActiveHoldRow(Base):
     placed_seq: Mapped[int] = mapped_column(sa.BigInteger)
 
 
+class UserRow(Base):
+    """A console user (:class:`controller.core.users.User`) and when it was added and changed.
+
+    Kept in the site's own journal database, so a site's console works without the central
+    one; see :mod:`controller.store.users`.
+    """
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(sa.String, primary_key=True)
+    role: Mapped[str] = mapped_column(sa.String)
+    """A :class:`controller.core.users.Role` value; any other reads as an inactive viewer."""
+    password_hash: Mapped[str] = mapped_column(sa.String)
+    """An argon2 hash in PHC string form; never the password."""
+    active: Mapped[bool] = mapped_column(sa.Boolean)
+    created_at: Mapped[datetime]
+    changed_at: Mapped[datetime]
+    """UTC time of the last change to the role, the password or ``active``."""
+
+
 journal_table: sa.Table = JournalRow.__table__  # type: ignore[assignment]
 forward_state_table: sa.Table = ForwardState.__table__  # type: ignore[assignment]
 open_parcels_table: sa.Table = OpenParcelRow.__table__  # type: ignore[assignment]
 active_holds_table: sa.Table = ActiveHoldRow.__table__  # type: ignore[assignment]
+users_table: sa.Table = UserRow.__table__  # type: ignore[assignment]
 metadata = Base.metadata
 
 JOURNAL_COLUMNS: tuple[str, ...] = tuple(c.name for c in journal_table.columns)

@@ -1,0 +1,101 @@
+"""The console's FastAPI application, built from its collaborators by :func:`create_app`.
+
+One app serves the API (``/api/v1``, OpenAPI at ``/api/v1/openapi.json``), the pages and
+their assets (all shipped in ``static/``: the hub's network reaches no CDN), and
+``/metrics`` for Prometheus. Every error is JSON ``{"error": ..., "field": ...}``; a bad
+request is a 4xx, never a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from importlib.resources import files
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from controller.console import api
+from controller.console.context import ConsoleContext
+from controller.console.metrics import metrics_registry
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(str(files("controller.console") / "static"))
+PAGES = ("overview", "review", "inspection", "alarms", "trace", "holds", "audit", "login")
+
+
+def create_app(ctx: ConsoleContext) -> FastAPI:
+    """The console for ``ctx``; serve it with uvicorn (see :mod:`controller.console.server`)."""
+    app = FastAPI(
+        title="CargoGate console API",
+        version="1",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+    app.state.ctx = ctx
+    app.state.sessions = ctx.sessions
+    app.include_router(api.router(ctx))
+    _errors(app)
+    registry = metrics_registry(ctx.read)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/overview")
+
+    for page in PAGES:
+        app.add_api_route(f"/{page}", _page(page), include_in_schema=False, methods=["GET"])
+    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+    return app
+
+
+def _page(name: str) -> Callable[[], FileResponse]:
+    path = STATIC / f"{name}.html"
+
+    def page() -> FileResponse:
+        return FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+    page.__name__ = f"page_{name}"
+    return page
+
+
+def _errors(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = [
+            str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")
+        ]
+        field = ".".join(where) or None
+        message = str(first.get("msg", "invalid request"))
+        if first.get("type") == "json_invalid":
+            message = "the request body is not valid JSON"
+        elif "input" in first and field:
+            message = f"{field}: {message} (got {str(first['input'])[:80]!r})"
+        return JSONResponse({"error": message, "field": field}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def refused(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"error": str(exc.detail), "field": None},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("console: %s %s failed", request.method, request.url.path)
+        return JSONResponse(
+            {"error": f"internal error ({type(exc).__name__}); the log has details", "field": None},
+            status_code=500,
+        )

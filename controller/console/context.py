@@ -1,0 +1,97 @@
+"""What the console is built from: its collaborators, handed in by whoever serves it.
+
+The application layer passes the real site (its snapshot, the controller as the command
+port, the journal as the audit log, the users in the site's database); tests pass the same
+or small fakes. The console reads nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from controller.console.auth import LoginLimiter, Sessions
+from controller.console.images import ImageShelf
+from controller.console.live import Broadcaster, LaneRates
+from controller.console.schemas import (
+    AlarmOut,
+    ForwarderOut,
+    KpisOut,
+    OverviewOut,
+    ParcelOut,
+    ReviewOut,
+    lines_of,
+)
+from controller.console.settings import ConsoleSettings
+from controller.core.ports import AuditLog, OperatorCommands
+from controller.core.users import UserDirectory
+from controller.core.views import SiteView
+
+
+def _always() -> bool:
+    return True
+
+
+@dataclass
+class ConsoleContext:
+    """The console's collaborators and the little state it keeps itself (sessions, rates)."""
+
+    settings: ConsoleSettings
+    read: Callable[[], SiteView]
+    """The site's snapshot, taken on the event loop (cheap: no I/O)."""
+    commands: OperatorCommands
+    audit: AuditLog
+    users: UserDirectory
+    lane_kinds: Mapping[str, Mapping[int, str]]
+    """Each line's lanes and their kinds, from the site file."""
+    speed: float = 1.0
+    """Controller-clock seconds per wall second: countdowns are shown in wall seconds."""
+    images: ImageShelf | None = None
+    ready: Callable[[], bool] = _always
+    sessions: Sessions = field(init=False)
+    broadcaster: Broadcaster = field(init=False)
+    _rates: LaneRates = field(init=False)
+
+    def __post_init__(self) -> None:
+        limiter = LoginLimiter(self.settings.login_attempts_per_min)
+        self.sessions = Sessions(self.users, timedelta(hours=self.settings.session_h), limiter)
+        self.broadcaster = Broadcaster(
+            self.overview, self.settings.live_every_s, self.settings.live_clients
+        )
+        self._rates = LaneRates(span_s=60.0)
+
+    def overview(self) -> OverviewOut:
+        """The floor now, as the overview page and the live stream show it."""
+        view = self.read()
+        now = view.controller.clock_s
+        kpis = view.kpis
+        rates = self._rates.update(now / self.speed, kpis.by_lane)  # parcels per wall minute
+        images = self.images
+        forwarder = view.forwarder
+        return OverviewOut(
+            site=view.site,
+            clock_s=now,
+            taken_at=datetime.now(UTC),
+            kpis=KpisOut.of(kpis),
+            lines=lines_of(view, self.lane_kinds, rates),
+            links={name: str(state) for name, state in view.links.items()},
+            alarms=[AlarmOut.of(alarm) for alarm in view.alarms],
+            reviews=[
+                ReviewOut.of(r, now, self.speed, images is not None and r.hawb in images)
+                for r in view.reviews
+            ],
+            open_parcels=view.open_parcels,
+            oldest_open=[ParcelOut.of(p, now) for p in view.controller.oldest_open],
+            holds=len(view.holds),
+            journal_rows=view.journal_rows,
+            forwarder=None
+            if forwarder is None
+            else ForwarderOut(
+                connected=forwarder.connected,
+                last_error=forwarder.last_error,
+                backlog=forwarder.backlog,
+                shipped_total=forwarder.shipped_total,
+            ),
+            plant=dict(view.plant),
+        )

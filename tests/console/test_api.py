@@ -1,0 +1,142 @@
+"""The console's HTTP API against a running site: sessions, roles, reads, actions, errors."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.console.conftest import PASSWORD, ConsoleSite
+
+
+def test_health_needs_no_login_and_reports_links(console_site: ConsoleSite) -> None:
+    answer = httpx.get(f"{console_site.url}/api/v1/health")
+    assert answer.status_code in (200, 503)
+    assert answer.json()["status"] in ("ok", "degraded")
+
+
+def test_reads_need_a_login(console_site: ConsoleSite) -> None:
+    answer = httpx.get(f"{console_site.url}/api/v1/overview")
+    assert answer.status_code == 401
+    assert answer.json() == {"error": "log in first", "field": None}
+
+
+def test_wrong_password_is_401_and_repeated_failures_are_limited(console_site: ConsoleSite) -> None:
+    with httpx.Client(base_url=console_site.url) as client:
+        codes = [
+            client.post(
+                "/api/v1/session", json={"user": "nobody", "password": "x" * 12}
+            ).status_code
+            for _ in range(7)
+        ]
+    assert codes[0] == 401
+    assert codes[-1] == 429
+
+
+def test_session_cookie_is_httponly_and_strict(console_site: ConsoleSite) -> None:
+    answer = httpx.post(
+        f"{console_site.url}/api/v1/session", json={"user": "viewer", "password": PASSWORD}
+    )
+    assert answer.status_code == 200
+    cookie = answer.headers["set-cookie"].lower()
+    assert "httponly" in cookie
+    assert "samesite=strict" in cookie
+    assert answer.json()["role"] == "viewer"
+
+
+def test_overview_shows_the_twins_parcels_flowing(console_site: ConsoleSite) -> None:
+    with console_site.login("viewer") as client:
+        first = client.get("/api/v1/overview").json()
+        later = first
+        until = time.monotonic() + 20
+        while later["kpis"]["decisions"] <= first["kpis"]["decisions"] + 5:
+            assert time.monotonic() < until, "no parcels decided within 20 s"
+            time.sleep(0.5)
+            later = client.get("/api/v1/overview").json()
+    assert [line["line"] for line in later["lines"]] == ["L1", "L2"]
+    lanes = {lane["id"]: lane["kind"] for lane in later["lines"][0]["lanes"]}
+    assert lanes == {1: "release", 2: "inspection", 3: "inspection", 9: "exception"}
+
+
+def test_a_viewer_is_refused_an_action_with_403(console_site: ConsoleSite) -> None:
+    with console_site.login("viewer") as client:
+        answer = client.post("/api/v1/holds", json={"hawb": "HOLDME1", "reason": "test"})
+    assert answer.status_code == 403
+    assert "viewer may not hold" in answer.json()["error"]
+
+
+def test_an_action_without_the_csrf_header_is_refused(console_site: ConsoleSite) -> None:
+    with console_site.login("operator") as client:
+        del client.headers["X-CSRF-Token"]
+        answer = client.post("/api/v1/holds", json={"hawb": "HOLDME2", "reason": "test"})
+    assert answer.status_code == 403
+    assert "X-CSRF-Token" in answer.json()["error"]
+
+
+def test_hold_place_list_lift_and_the_audit_names_the_user(console_site: ConsoleSite) -> None:
+    with console_site.login("operator") as client:
+        placed = client.post("/api/v1/holds", json={"hawb": "HOLDME3", "reason": "x-ray query"})
+        assert placed.status_code == 200, placed.text
+        again = client.post("/api/v1/holds", json={"hawb": "HOLDME3", "reason": "twice"})
+        assert again.status_code == 409
+        assert "already held by operator" in again.json()["error"]
+        held = client.get("/api/v1/holds").json()
+        assert {"hawb": "HOLDME3", "user": "operator"}.items() <= next(
+            h for h in held if h["hawb"] == "HOLDME3"
+        ).items()
+        lifted = client.post("/api/v1/holds/HOLDME3/lift", json={"reason": "cleared by phone"})
+        assert lifted.status_code == 200
+        assert all(h["hawb"] != "HOLDME3" for h in client.get("/api/v1/holds").json())
+    with console_site.login("supervisor") as client:
+        page = client.get("/api/v1/audit", params={"hawb": "HOLDME3", "kind": "command"}).json()
+    commands = [(r["data"]["command"], r["user"], r["data"]["accepted"]) for r in page["records"]]
+    assert ("hold", "operator", True) in commands
+    assert ("lift", "operator", True) in commands
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"hawb": "", "reason": "r"}, "hawb"),
+        ({"hawb": "OK1", "reason": ""}, "reason"),
+        ({"hawb": "OK1", "reason": "r", "extra": 1}, "extra"),
+    ],
+)
+def test_bad_input_is_a_422_naming_the_field(
+    console_site: ConsoleSite, body: dict[str, object], field: str
+) -> None:
+    with console_site.login("operator") as client:
+        answer = client.post("/api/v1/holds", json=body)
+    assert answer.status_code == 422
+    assert answer.json()["field"] == field
+
+
+def test_malformed_json_is_a_clear_422(console_site: ConsoleSite) -> None:
+    with console_site.login("operator") as client:
+        answer = client.post(
+            "/api/v1/holds", content=b"{not json", headers={"Content-Type": "application/json"}
+        )
+    assert answer.status_code == 422
+    assert "not valid JSON" in answer.json()["error"]
+
+
+def test_inspection_of_a_parcel_not_at_inspection_is_409(console_site: ConsoleSite) -> None:
+    with console_site.login("officer") as client:
+        answer = client.post(
+            "/api/v1/inspections", json={"hawb": "NEVERSEEN", "outcome": "cleared"}
+        )
+    assert answer.status_code == 409
+    assert "waits at inspection" in answer.json()["error"]
+
+
+def test_unknown_hawb_trace_is_404(console_site: ConsoleSite) -> None:
+    with console_site.login("viewer") as client:
+        answer = client.get("/api/v1/parcels/NO-SUCH-HAWB")
+    assert answer.status_code == 404
+    assert "NO-SUCH-HAWB" in answer.json()["error"]
+
+
+def test_an_officer_may_not_search_the_audit(console_site: ConsoleSite) -> None:
+    with console_site.login("officer") as client:
+        assert client.get("/api/v1/audit").status_code == 403
