@@ -54,6 +54,7 @@ from controller.core.commands import (
     RecordVerdict,
 )
 from controller.core.domain import EntryKind
+from controller.core.lifecycle import TERMINAL_STATES
 from controller.core.users import Permission
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -69,7 +70,7 @@ _Line = Annotated[str | None, Query(max_length=16)]
 _Since = Annotated[datetime | None, Query(description="ISO-8601; naive times are UTC")]
 _Limit = Annotated[int, Query(ge=1, le=10_000)]
 _Offset = Annotated[int, Query(ge=0, le=10_000_000)]
-_CLOSED_STATES = ("released", "cleared", "seized", "referred", "exception")
+_CLOSED_STATES = frozenset(str(state) for state in TERMINAL_STATES)
 
 Viewer = Annotated[Session, Depends(requires(Permission.VIEW))]
 Acknowledger = Annotated[Session, Depends(requires(Permission.ACKNOWLEDGE))]
@@ -303,7 +304,7 @@ def router(ctx: ConsoleContext) -> APIRouter:
         return InspectionOut(
             accepted=result.accepted,
             message=result.message,
-            clearance_s=_clearance_s(page.records) / ctx.speed if page.records else None,
+            clearance_s=_clearance_s(page.records) if page.records else None,
         )
 
     # --- the audit ------------------------------------------------------------------------
@@ -383,7 +384,7 @@ def _clearance_s(records: tuple[AuditRecord, ...]) -> float:
     """Controller seconds from the closed parcel's first entry to its closing entry."""
     ordered = sorted(records, key=lambda r: r.seq)
     closing = next(
-        (r for r in reversed(ordered) if r.state_to in _CLOSED_STATES and r.kind == "transition"),
+        (r for r in reversed(ordered) if r.state_to in _CLOSED_STATES),
         ordered[-1],
     )
     first = next(

@@ -430,7 +430,8 @@ class CommandOut(_Out):
 
 
 class InspectionOut(CommandOut):
-    """An inspection recorded: the parcel closed, with its clearance time when found."""
+    """An inspection recorded: the parcel closed, with its clearance time (seconds on the
+    hub's clock from scan to this outcome, the figure the 150 s target counts)."""
 
     clearance_s: float | None = None
 

@@ -140,3 +140,32 @@ def test_unknown_hawb_trace_is_404(console_site: ConsoleSite) -> None:
 def test_an_officer_may_not_search_the_audit(console_site: ConsoleSite) -> None:
     with console_site.login("officer") as client:
         assert client.get("/api/v1/audit").status_code == 403
+
+
+def test_an_officer_closes_a_parcel_waiting_at_inspection_and_sees_its_clearance_time(
+    console_site: ConsoleSite,
+) -> None:
+    """The twin's own inspection stations work the same queue: a parcel they close first is
+    a 409 (refused, journalled), so try the waiting parcels until one is ours."""
+    until = time.monotonic() + 40
+    with console_site.login("officer") as client:
+        while time.monotonic() < until:
+            waiting = [
+                p for p in client.get("/api/v1/parcels/open").json() if p["state"] == "in_inspection"
+            ]
+            for parcel in waiting:
+                answer = client.post(
+                    "/api/v1/inspections",
+                    json={"hawb": parcel["hawb"], "outcome": "seized", "note": "blade in a shoe"},
+                )
+                if answer.status_code == 200:
+                    body = answer.json()
+                    assert body["accepted"] is True
+                    assert body["clearance_s"] > 0
+                    trace = client.get(f"/api/v1/parcels/{parcel['hawb']}").json()
+                    assert trace[-1]["state_to"] == "seized"
+                    assert any(r["user"] == "officer" for r in trace)
+                    return
+                assert answer.status_code == 409, answer.text
+            time.sleep(0.5)
+    pytest.fail("no parcel waited at inspection within 40 s")
