@@ -10,6 +10,7 @@ and skip with the reason when it is not installed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import threading
 from collections.abc import Iterator
@@ -71,10 +72,11 @@ def console_config(tmp: Path, speed: float = 2.0, **overrides: Any) -> dict[str,
     return raw
 
 
-@pytest.fixture(scope="module")
-def console_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleSite]:
-    tmp = tmp_path_factory.mktemp("console")
-    config = parse_config(console_config(tmp))
+@contextlib.contextmanager
+def serve_site(raw: dict[str, Any]) -> Iterator[ConsoleSite]:
+    """Run the site ``raw`` describes (see :func:`console_config`) with one user per role,
+    on a background thread's event loop, until the ``with`` block ends."""
+    config = parse_config(raw)
     users = SqlUserDirectory(config.store.journal_path)
     for name, role in USERS.items():
         users.save_sync(User(name, role, hash_password(PASSWORD)))
@@ -101,7 +103,7 @@ def console_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleSi
 
     thread = threading.Thread(target=thread_main, name="console site", daemon=True)
     thread.start()
-    assert started.wait(60), "the console site did not start within 60 s"
+    assert started.wait(120), "the console site did not start within 120 s"
     if "error" in box:
         raise box["error"]
     services: Services = box["services"]
@@ -113,6 +115,12 @@ def console_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleSi
         assert stop is not None
         site.loop.call_soon_threadsafe(stop.set)
         thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def console_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleSite]:
+    with serve_site(console_config(tmp_path_factory.mktemp("console"))) as site:
+        yield site
 
 
 @pytest.fixture(scope="module")
