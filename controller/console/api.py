@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from controller.console.auth import COOKIE, Session, requires
@@ -27,6 +27,7 @@ from controller.console.schemas import (
     AuditPageOut,
     CloseIn,
     CommandOut,
+    ErrorOut,
     HealthOut,
     HoldIn,
     HoldOut,
@@ -58,18 +59,25 @@ from controller.core.lifecycle import TERMINAL_STATES
 from controller.core.users import Permission
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "not logged in"},
-    403: {"description": "not allowed"},
+    401: {"model": ErrorOut, "description": "not logged in"},
+    403: {"model": ErrorOut, "description": "not allowed"},
+    422: {"model": ErrorOut, "description": "a request field is wrong; `field` names it"},
 }
 _REFUSED: dict[int | str, dict[str, Any]] = {
-    409: {"description": "refused by the controller; the message says why"}
+    409: {"model": ErrorOut, "description": "refused by the controller; the message says why"}
 }
 _HAWB = Annotated[str, Query(min_length=1, max_length=32, pattern=r"^[\x21-\x7e]+$")]
 _LINE = Annotated[str, Query(min_length=1, max_length=16)]
+_LinePath = Annotated[str, Path(min_length=1, max_length=16)]
+_TrackingPath = Annotated[int, Path(ge=0, le=0xFFFFFFFF)]
 _Line = Annotated[str | None, Query(max_length=16)]
 _Since = Annotated[datetime | None, Query(description="ISO-8601; naive times are UTC")]
 _Limit = Annotated[int, Query(ge=1, le=10_000)]
 _Offset = Annotated[int, Query(ge=0, le=10_000_000)]
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "no journal entry"}
+}
+_CSV: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {}}}}
 _CLOSED_STATES = frozenset(str(state) for state in TERMINAL_STATES)
 
 Viewer = Annotated[Session, Depends(requires(Permission.VIEW))]
@@ -132,8 +140,13 @@ def router(ctx: ConsoleContext) -> APIRouter:
         """The whole floor at this moment (what the live stream sends every tick)."""
         return ctx.overview()
 
-    @api.get("/live", tags=["floor"], response_class=StreamingResponse)
-    def live(_: Viewer) -> StreamingResponse:
+    @api.get(
+        "/live",
+        tags=["floor"],
+        response_class=StreamingResponse,
+        responses={503: {"description": "too many live clients"}},
+    )
+    async def live(_: Viewer) -> StreamingResponse:
         """Server-Sent Events: the overview now and at every tick. A browser that falls
         behind is dropped (its EventSource reconnects)."""
         try:
@@ -158,7 +171,7 @@ def router(ctx: ConsoleContext) -> APIRouter:
         """Active alarms, oldest first."""
         return [AlarmOut.of(alarm) for alarm in ctx.read().alarms]
 
-    @api.get("/alarms/history", tags=["alarms"], response_model=AuditPageOut)
+    @api.get("/alarms/history", tags=["alarms"], response_model=AuditPageOut, responses=_CSV)
     async def alarm_history(
         _: Viewer,
         line: _Line = None,
@@ -201,7 +214,7 @@ def router(ctx: ConsoleContext) -> APIRouter:
         """The open parcels that arrived first (the ones to look at)."""
         return [p.model_dump() for p in ctx.overview().oldest_open]
 
-    @api.get("/parcels/{hawb}", tags=["parcels"])
+    @api.get("/parcels/{hawb}", tags=["parcels"], responses=_NOT_FOUND)
     async def trace(hawb: str, _: Viewer) -> list[RecordOut]:
         """Track and trace: every journal entry of the HAWB, oldest first."""
         _check_hawb(hawb)
@@ -210,8 +223,10 @@ def router(ctx: ConsoleContext) -> APIRouter:
             raise HTTPException(404, f"no journal entry for HAWB {hawb!r}")
         return [RecordOut.of(r) for r in reversed(page.records)]
 
-    @api.get("/lines/{line}/parcels/{tracking_id}", tags=["parcels"])
-    async def trace_tracking(line: str, tracking_id: int, _: Viewer) -> list[RecordOut]:
+    @api.get("/lines/{line}/parcels/{tracking_id}", tags=["parcels"], responses=_NOT_FOUND)
+    async def trace_tracking(
+        line: _LinePath, tracking_id: _TrackingPath, _: Viewer
+    ) -> list[RecordOut]:
         """Track and trace by the PLC's tracking id on a line, oldest first."""
         query = AuditQuery(line=line, tracking_id=tracking_id, limit=10_000)
         page = await ctx.audit.search(query)
@@ -221,8 +236,8 @@ def router(ctx: ConsoleContext) -> APIRouter:
 
     @api.post("/lines/{line}/parcels/{tracking_id}/close", tags=["parcels"], responses=_REFUSED)
     async def close(
-        line: str,
-        tracking_id: int,
+        line: _LinePath,
+        tracking_id: _TrackingPath,
         body: CloseIn,
         session: Closer,
     ) -> CommandOut:
@@ -258,8 +273,8 @@ def router(ctx: ConsoleContext) -> APIRouter:
 
     @api.post("/lines/{line}/parcels/{tracking_id}/verdict", tags=["officers"], responses=_REFUSED)
     async def verdict(
-        line: str,
-        tracking_id: int,
+        line: _LinePath,
+        tracking_id: _TrackingPath,
         body: VerdictIn,
         session: Reviewer,
     ) -> CommandOut:
@@ -309,7 +324,7 @@ def router(ctx: ConsoleContext) -> APIRouter:
 
     # --- the audit ------------------------------------------------------------------------
 
-    @api.get("/audit", tags=["audit"], response_model=AuditPageOut)
+    @api.get("/audit", tags=["audit"], response_model=AuditPageOut, responses=_CSV)
     async def audit(
         _: Auditor,
         since: _Since = None,

@@ -79,13 +79,18 @@ def _errors(app: FastAPI) -> None:
         field = ".".join(where) or None
         message = str(first.get("msg", "invalid request"))
         if first.get("type") == "json_invalid":
-            message = "the request body is not valid JSON"
+            message, field = "the request body is not valid JSON", None  # loc is a position
         elif "input" in first and field:
             message = f"{field}: {message} (got {str(first['input'])[:80]!r})"
         return JSONResponse({"error": message, "field": field}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def refused(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI answers 400 for a JSON body that is not UTF-8; any other bad JSON is 422
+            return JSONResponse(
+                {"error": "the request body is not valid JSON", "field": None}, status_code=422
+            )
         return JSONResponse(
             {"error": str(exc.detail), "field": None},
             status_code=exc.status_code,

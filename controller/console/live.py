@@ -88,13 +88,17 @@ class Broadcaster:
             queue.get_nowait()
         queue.put_nowait(_GONE)
 
-    async def events(self) -> AsyncIterator[bytes]:
+    def events(self) -> AsyncIterator[bytes]:
         """Server-Sent Events for one browser: the latest view at once, then each new one,
-        until it falls behind (dropped) or goes away."""
+        until it falls behind (dropped) or goes away. Raises :class:`TooManyClientsError`
+        here, before the response starts, so that the API can still answer 503."""
         if len(self._clients) >= self.max_clients:
             raise TooManyClientsError(f"{self.max_clients} live clients already connected")
         queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_DEPTH)
         self._clients.add(queue)
+        return self._stream(queue)
+
+    async def _stream(self, queue: asyncio.Queue[bytes]) -> AsyncIterator[bytes]:
         try:
             yield b"retry: 2000\n\n"
             if self.latest:

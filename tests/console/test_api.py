@@ -151,7 +151,9 @@ def test_an_officer_closes_a_parcel_waiting_at_inspection_and_sees_its_clearance
     with console_site.login("officer") as client:
         while time.monotonic() < until:
             waiting = [
-                p for p in client.get("/api/v1/parcels/open").json() if p["state"] == "in_inspection"
+                p
+                for p in client.get("/api/v1/parcels/open").json()
+                if p["state"] == "in_inspection"
             ]
             for parcel in waiting:
                 answer = client.post(
