@@ -27,9 +27,9 @@ def print_problems(exc: ConfigError) -> None:
 def setup_logging(level: str = "info") -> None:
     """Our log lines with time and source; libraries' chatter kept to what needs a person.
 
-    pymodbus dumps its last frames with every error, asyncua narrates every reconnect attempt
-    and alembic each migration; the adapters and the journal already report those conditions
-    in our own words (alarms, link states).
+    pymodbus dumps its last frames with every error, asyncua narrates every reconnect attempt,
+    alembic each migration and uvicorn its own start; the adapters, the journal and the
+    console already report those in our own words (alarms, link states, the console's URL).
     """
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -37,3 +37,4 @@ def setup_logging(level: str = "info") -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     logging.getLogger("asyncua").setLevel(logging.ERROR)
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)
