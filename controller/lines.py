@@ -338,21 +338,33 @@ class Controller:
         """A frozen snapshot of the site as the controller sees it, taken in one go."""
         now = self.clock.now()
         lines = tuple(line.view() for line in self.lines.values())
-        parcels = heapq.nsmallest(
-            oldest,
-            (p for line in self.lines.values() for p in line.tracker.parcels()),
-            key=lambda p: p.arrived_at,
-        )
         return ControllerView(
             clock_s=now,
             kpis=self.kpis.view(now),
             lines=lines,
             holds=len(self.holds),
             open_parcels=sum(line.on_belt + line.at_inspection for line in lines),
-            oldest_open=tuple(
-                ParcelView(p.line, p.tracking_id, p.hawb, str(p.state), p.arrived_at, p.laps)
-                for p in parcels
+            oldest_open=self.parcels(limit=oldest),
+        )
+
+    def parcels(
+        self, line: str | None = None, state: str | None = None, limit: int = 100
+    ) -> tuple[ParcelView, ...]:
+        """The open parcels that arrived first, on ``line`` and in ``state`` when given."""
+        lines = [self.lines[line]] if line in self.lines else [] if line else self.lines.values()
+        parcels = heapq.nsmallest(
+            limit,
+            (
+                p
+                for controller in lines
+                for p in controller.tracker.parcels()
+                if state is None or p.state == state
             ),
+            key=lambda p: p.arrived_at,
+        )
+        return tuple(
+            ParcelView(p.line, p.tracking_id, p.hawb, str(p.state), p.arrived_at, p.laps)
+            for p in parcels
         )
 
     def reviews(self) -> tuple[ReviewView, ...]:

@@ -157,6 +157,7 @@ class Services:
             speed=float(getattr(self.clock, "speed", 1.0)),
             images=self.parts.images,
             ready=lambda: self.started,
+            parcels=self.controller.parcels,
         )
         try:
             async with ConsoleServer(create_app(ctx), config.console) as server:

@@ -9,7 +9,8 @@ command is a 409 with the controller's reason.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -38,6 +39,9 @@ from controller.console.schemas import (
     LineOut,
     LoginIn,
     OverviewOut,
+    ParcelOut,
+    ReasonListOut,
+    ReasonOut,
     RecordOut,
     ReviewOut,
     SessionOut,
@@ -56,6 +60,7 @@ from controller.core.commands import (
 )
 from controller.core.domain import EntryKind
 from controller.core.lifecycle import TERMINAL_STATES
+from controller.core.reasons import Reason
 from controller.core.users import Permission
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -78,6 +83,10 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "no journal entry"}
 }
 _CSV: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {}}}}
+MAX_PAGE = 10_000
+"""The most records one search returns (the audit log's own cap)."""
+MAX_EXPORT = 1_000_000
+"""The most rows one CSV download carries."""
 _CLOSED_STATES = frozenset(str(state) for state in TERMINAL_STATES)
 
 Viewer = Annotated[Session, Depends(requires(Permission.VIEW))]
@@ -122,11 +131,11 @@ def router(ctx: ConsoleContext) -> APIRouter:
             secure=ctx.settings.tls,
             path="/",
         )
-        return _session_out(session)
+        return _session_out(session, ctx.read().site)
 
     @api.get("/session", tags=["session"])
     def whoami(session: Viewer) -> SessionOut:
-        return _session_out(session)
+        return _session_out(session, ctx.read().site)
 
     @api.delete("/session", tags=["session"], status_code=204)
     def logout(request: Request, response: Response) -> None:
@@ -169,7 +178,8 @@ def router(ctx: ConsoleContext) -> APIRouter:
     @api.get("/alarms", tags=["alarms"])
     def alarms(_: Viewer) -> list[AlarmOut]:
         """Active alarms, oldest first."""
-        return [AlarmOut.of(alarm) for alarm in ctx.read().alarms]
+        at = ctx.moment()
+        return [AlarmOut.of(alarm, at) for alarm in ctx.read().alarms]
 
     @api.get("/alarms/history", tags=["alarms"], response_model=AuditPageOut, responses=_CSV)
     async def alarm_history(
@@ -185,7 +195,7 @@ def router(ctx: ConsoleContext) -> APIRouter:
         offset: _Offset = 0,
         format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
     ) -> Response | AuditPageOut:
-        """Alarms raised and cleared, newest first; ``format=csv`` downloads them."""
+        """Alarms raised and cleared, newest first; ``format=csv`` downloads them all."""
         query = AuditQuery(
             since=_utc(since),
             until=_utc(until),
@@ -195,11 +205,21 @@ def router(ctx: ConsoleContext) -> APIRouter:
             limit=limit,
             offset=offset,
         )
-        page = await ctx.audit.search(query)
-        records = [r for r in page.records if severity_is is None or _severity_of(r) == severity_is]
+
+        def keep(record: AuditRecord) -> bool:
+            return severity_is is None or _severity_of(record) == severity_is
+
         if format == "csv":
-            return _csv(records, "alarms")
-        return AuditPageOut(total=page.total, records=[RecordOut.of(r) for r in records])
+            return _csv(ctx, query, "alarms", keep)
+        if severity_is is None:
+            page = await ctx.audit.search(query)
+            return AuditPageOut(total=page.total, records=[RecordOut.of(r) for r in page.records])
+        # severity is derived from the alarm's source: filter the latest alarms, then page
+        latest = await ctx.audit.search(replace(query, limit=MAX_PAGE, offset=0))
+        kept = [r for r in latest.records if keep(r)]
+        return AuditPageOut(
+            total=len(kept), records=[RecordOut.of(r) for r in kept[offset : offset + limit]]
+        )
 
     @api.post("/alarms/ack", tags=["alarms"], responses=_REFUSED)
     async def acknowledge(body: AckIn, session: Acknowledger) -> CommandOut:
@@ -210,9 +230,21 @@ def router(ctx: ConsoleContext) -> APIRouter:
     # --- parcels --------------------------------------------------------------------------
 
     @api.get("/parcels/open", tags=["parcels"])
-    def open_parcels(_: Viewer) -> list[dict[str, object]]:
-        """The open parcels that arrived first (the ones to look at)."""
-        return [p.model_dump() for p in ctx.overview().oldest_open]
+    def open_parcels(
+        _: Viewer,
+        line: _Line = None,
+        state: Annotated[str | None, Query(max_length=32)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[ParcelOut]:
+        """Open parcels, oldest first, on ``line`` and in ``state`` (e.g. ``in_inspection``)
+        when given."""
+        at = ctx.moment()
+        return [ParcelOut.of(p, at) for p in ctx.open_parcels(line or None, state, limit)]
+
+    @api.get("/reasons", tags=["parcels"])
+    def reasons(_: Viewer) -> ReasonListOut:
+        """Every reason code a decision or closure may carry, with its name."""
+        return ReasonListOut(reasons=[ReasonOut(code=r.value, name=r.name) for r in Reason])
 
     @api.get("/parcels/{hawb}", tags=["parcels"], responses=_NOT_FOUND)
     async def trace(hawb: str, _: Viewer) -> list[RecordOut]:
@@ -250,10 +282,8 @@ def router(ctx: ConsoleContext) -> APIRouter:
 
     @api.get("/holds", tags=["holds"])
     def holds(_: Viewer) -> list[HoldOut]:
-        return [
-            HoldOut(hawb=h.hawb, reason=h.reason, user=h.user, since_s=h.since)
-            for h in ctx.read().holds
-        ]
+        at = ctx.moment()
+        return [HoldOut.of(hold, at) for hold in ctx.read().holds]
 
     @api.post("/holds", tags=["holds"], responses=_REFUSED)
     async def place_hold(body: HoldIn, session: Holder) -> CommandOut:
@@ -355,9 +385,9 @@ def router(ctx: ConsoleContext) -> APIRouter:
             limit=limit,
             offset=offset,
         )
-        page = await ctx.audit.search(query)
         if format == "csv":
-            return _csv(page.records, "audit")
+            return _csv(ctx, query, "audit")
+        page = await ctx.audit.search(query)
         return AuditPageOut(total=page.total, records=[RecordOut.of(r) for r in page.records])
 
     async def _execute(command: Command) -> CommandOut:
@@ -369,8 +399,9 @@ def router(ctx: ConsoleContext) -> APIRouter:
     return api
 
 
-def _session_out(session: Session) -> SessionOut:
+def _session_out(session: Session, site: str) -> SessionOut:
     return SessionOut(
+        site=site,
         user=session.user,
         role=session.role,
         permissions=session.permissions,
@@ -408,11 +439,31 @@ def _clearance_s(records: tuple[AuditRecord, ...]) -> float:
     return closing.ts - first.ts
 
 
-def _csv(records: list[AuditRecord] | tuple[AuditRecord, ...], name: str) -> Response:
-    chunks: Iterator[str] = records_csv(records)
+def _csv(
+    ctx: ConsoleContext,
+    query: AuditQuery,
+    name: str,
+    keep: Callable[[AuditRecord], bool] | None = None,
+) -> Response:
+    """Every record the query matches from its offset on (not one page), as a CSV download
+    streamed page by page; at most :data:`MAX_EXPORT` rows."""
+
+    async def chunks() -> AsyncIterator[str]:
+        offset, sent = query.offset, 0
+        while sent < MAX_EXPORT:
+            page = await ctx.audit.search(replace(query, limit=MAX_PAGE, offset=offset))
+            records = [r for r in page.records if keep is None or keep(r)]
+            for n, chunk in enumerate(records_csv(records[: MAX_EXPORT - sent])):
+                if n > 0 or offset == query.offset:  # the header once
+                    yield chunk
+            sent += len(records)
+            offset += len(page.records)
+            if len(page.records) < MAX_PAGE:
+                return
+
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return StreamingResponse(
-        chunks,
+        chunks(),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="cargogate-{name}-{stamp}.csv"'},
     )

@@ -7,9 +7,10 @@ or small fakes. The console reads nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from controller.console.auth import LoginLimiter, Sessions
 from controller.console.images import ImageShelf
@@ -18,6 +19,7 @@ from controller.console.schemas import (
     AlarmOut,
     ForwarderOut,
     KpisOut,
+    Moment,
     OverviewOut,
     ParcelOut,
     ReviewOut,
@@ -26,11 +28,15 @@ from controller.console.schemas import (
 from controller.console.settings import ConsoleSettings
 from controller.core.ports import AuditLog, OperatorCommands
 from controller.core.users import UserDirectory
-from controller.core.views import SiteView
+from controller.core.views import ParcelView, SiteView
 
 
 def _always() -> bool:
     return True
+
+
+class ParcelFinder(Protocol):
+    def __call__(self, line: str | None, state: str | None, limit: int) -> Sequence[ParcelView]: ...
 
 
 @dataclass
@@ -49,6 +55,8 @@ class ConsoleContext:
     """Controller-clock seconds per wall second: countdowns are shown in wall seconds."""
     images: ImageShelf | None = None
     ready: Callable[[], bool] = _always
+    parcels: ParcelFinder | None = None
+    """Open parcels by line and state, oldest first (default: the snapshot's oldest)."""
     sessions: Sessions = field(init=False)
     broadcaster: Broadcaster = field(init=False)
     _rates: LaneRates = field(init=False)
@@ -61,10 +69,20 @@ class ConsoleContext:
         )
         self._rates = LaneRates(span_s=60.0)
 
+    def moment(self) -> Moment:
+        return Moment(self.read().controller.clock_s, datetime.now(UTC), self.speed)
+
+    def open_parcels(self, line: str | None, state: str | None, limit: int) -> Sequence[ParcelView]:
+        if self.parcels is not None:
+            return self.parcels(line, state, limit)
+        oldest = self.read().controller.oldest_open
+        return [p for p in oldest if line in (None, p.line) and state in (None, p.state)][:limit]
+
     def overview(self) -> OverviewOut:
         """The floor now, as the overview page and the live stream show it."""
         view = self.read()
         now = view.controller.clock_s
+        at = Moment(now, datetime.now(UTC), self.speed)
         kpis = view.kpis
         rates = self._rates.update(now / self.speed, kpis.by_lane)  # parcels per wall minute
         images = self.images
@@ -72,17 +90,18 @@ class ConsoleContext:
         return OverviewOut(
             site=view.site,
             clock_s=now,
-            taken_at=datetime.now(UTC),
+            taken_at=at.wall,
+            speed=self.speed,
             kpis=KpisOut.of(kpis),
             lines=lines_of(view, self.lane_kinds, rates),
             links={name: str(state) for name, state in view.links.items()},
-            alarms=[AlarmOut.of(alarm) for alarm in view.alarms],
+            alarms=[AlarmOut.of(alarm, at) for alarm in view.alarms],
             reviews=[
                 ReviewOut.of(r, now, self.speed, images is not None and r.hawb in images)
                 for r in view.reviews
             ],
             open_parcels=view.open_parcels,
-            oldest_open=[ParcelOut.of(p, now) for p in view.controller.oldest_open],
+            oldest_open=[ParcelOut.of(p, at) for p in view.controller.oldest_open],
             holds=len(view.holds),
             journal_rows=view.journal_rows,
             forwarder=None

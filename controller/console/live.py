@@ -95,14 +95,14 @@ class Broadcaster:
         if len(self._clients) >= self.max_clients:
             raise TooManyClientsError(f"{self.max_clients} live clients already connected")
         queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_DEPTH)
+        if self.latest:
+            queue.put_nowait(self.latest)  # the current view at once, then each new one
         self._clients.add(queue)
         return self._stream(queue)
 
     async def _stream(self, queue: asyncio.Queue[bytes]) -> AsyncIterator[bytes]:
         try:
             yield b"retry: 2000\n\n"
-            if self.latest:
-                yield b"data: " + self.latest + b"\n\n"
             while True:
                 message = await queue.get()
                 if message == _GONE:

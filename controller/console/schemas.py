@@ -8,13 +8,15 @@ Times on the controller's clock are ``*_s`` seconds; wall-clock times are ISO-86
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from controller.core.audit import AuditRecord
 from controller.core.domain import InspectionOutcome, ReviewOutcome
+from controller.core.holds import Hold
 from controller.core.reasons import Reason
 from controller.core.users import Permission, Role
 from controller.core.views import (
@@ -43,6 +45,20 @@ def severity(source: str) -> Severity:
     return "warning"
 
 
+@dataclass(frozen=True, slots=True)
+class Moment:
+    """One instant on both clocks: the controller's (``clock_s``, hub time, which may run
+    ``speed`` times faster than the wall's on a twin) and the wall's."""
+
+    clock_s: float
+    wall: datetime
+    speed: float = 1.0
+
+    def wall_of(self, clock_s: float) -> datetime:
+        """The wall time of an instant on the controller's clock."""
+        return self.wall - timedelta(seconds=(self.clock_s - clock_s) / self.speed)
+
+
 class _Out(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -67,6 +83,7 @@ class LoginIn(_In):
 
 
 class SessionOut(_Out):
+    site: str
     user: str
     role: Role
     permissions: list[Permission]
@@ -138,7 +155,7 @@ class LaneOut(_Out):
     id: int
     kind: str
     status: str
-    """The PLC's status word for the lane ("available" when it reports none)."""
+    """The PLC's status word for the lane: available, full or blocked."""
     decided: int
     """Parcels sent to this lane since the controller started."""
     per_min: float | None
@@ -162,16 +179,18 @@ class AlarmOut(_Out):
     message: str
     severity: Severity
     since_s: float
+    since: datetime
     acknowledged_by: str
     comment: str
 
     @classmethod
-    def of(cls, alarm: AlarmView) -> AlarmOut:
+    def of(cls, alarm: AlarmView, at: Moment) -> AlarmOut:
         return cls(
             source=alarm.source,
             message=alarm.message,
             severity=severity(alarm.source),
             since_s=alarm.since,
+            since=at.wall_of(alarm.since),
             acknowledged_by=alarm.acknowledged_by,
             comment=alarm.comment,
         )
@@ -183,18 +202,21 @@ class ParcelOut(_Out):
     hawb: str
     state: str
     arrived_at_s: float
+    arrived_at: datetime
     age_s: float
+    """Seconds since the scan on the hub's clock (what the 150 s target counts)."""
     laps: int
 
     @classmethod
-    def of(cls, parcel: ParcelView, now: float) -> ParcelOut:
+    def of(cls, parcel: ParcelView, at: Moment) -> ParcelOut:
         return cls(
             line=parcel.line,
             tracking_id=parcel.tracking_id,
             hawb=parcel.hawb,
             state=parcel.state,
             arrived_at_s=parcel.arrived_at,
-            age_s=now - parcel.arrived_at,
+            arrived_at=at.wall_of(parcel.arrived_at),
+            age_s=at.clock_s - parcel.arrived_at,
             laps=parcel.laps,
         )
 
@@ -204,6 +226,17 @@ class HoldOut(_Out):
     reason: str
     user: str
     since_s: float
+    since: datetime
+
+    @classmethod
+    def of(cls, hold: Hold, at: Moment) -> HoldOut:
+        return cls(
+            hawb=hold.hawb,
+            reason=hold.reason,
+            user=hold.user,
+            since_s=hold.since,
+            since=at.wall_of(hold.since),
+        )
 
 
 class RiskOut(_Out):
@@ -275,6 +308,8 @@ class OverviewOut(_Out):
     site: str
     clock_s: float
     taken_at: datetime
+    speed: float
+    """Hub seconds per wall second (1 on a site; more when a twin plays the plant faster)."""
     kpis: KpisOut
     lines: list[LineOut]
     links: dict[str, str]
@@ -308,7 +343,7 @@ def _line(
         LaneOut(
             id=lane,
             kind=kind,
-            status=str(line.lanes.get(lane, "available")),
+            status=line.lanes[lane].name.lower() if lane in line.lanes else "available",
             decided=kpis.by_lane.get(f"{line.line}/{lane}", 0),
             per_min=rates.get(f"{line.line}/{lane}"),
         )
@@ -381,6 +416,10 @@ def _reason_name(code: int) -> str:
         return Reason(code).name
     except ValueError:
         return f"UNKNOWN_{code}"
+
+
+class ReasonListOut(_Out):
+    reasons: list[ReasonOut]
 
 
 class AuditPageOut(_Out):
