@@ -28,6 +28,7 @@ from controller.app.registry import Registry, default_registry
 from controller.app.site import SiteConfig
 from controller.console.app import create_app
 from controller.console.context import ConsoleContext
+from controller.console.schemas import ThresholdOut
 from controller.console.server import ConsoleServer
 from controller.core.clock import Clock
 from controller.core.link import LinkState
@@ -158,6 +159,10 @@ class Services:
             images=self.parts.images,
             ready=lambda: self.started,
             parcels=self.controller.parcels,
+            thresholds={
+                name: ThresholdOut(clear=c.clear, alarm=c.alarm)
+                for name, c in config.policy.classes.items()
+            },
         )
         try:
             async with ConsoleServer(create_app(ctx), config.console) as server:

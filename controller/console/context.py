@@ -23,6 +23,7 @@ from controller.console.schemas import (
     OverviewOut,
     ParcelOut,
     ReviewOut,
+    ThresholdOut,
     lines_of,
 )
 from controller.console.settings import ConsoleSettings
@@ -57,6 +58,8 @@ class ConsoleContext:
     ready: Callable[[], bool] = _always
     parcels: ParcelFinder | None = None
     """Open parcels by line and state, oldest first (default: the snapshot's oldest)."""
+    thresholds: Mapping[str, ThresholdOut] = field(default_factory=dict)
+    """The policy's clear and alarm thresholds per X-ray class, shown beside the scores."""
     sessions: Sessions = field(init=False)
     broadcaster: Broadcaster = field(init=False)
     _rates: LaneRates = field(init=False)
@@ -97,7 +100,7 @@ class ConsoleContext:
             links={name: str(state) for name, state in view.links.items()},
             alarms=[AlarmOut.of(alarm, at) for alarm in view.alarms],
             reviews=[
-                ReviewOut.of(r, now, self.speed, images is not None and r.hawb in images)
+                ReviewOut.of(r, at, self.thresholds, images.energies(r.hawb) if images else 0)
                 for r in view.reviews
             ],
             open_parcels=view.open_parcels,

@@ -2,7 +2,7 @@
 
 :class:`ImageShelf` listens to the inference service (every scored image passes by it) and
 keeps the latest ``keep`` images by HAWB. The console serves each energy as an 8-bit PNG
-of the image the scanner sent, stretched over its own range; the browser does the rest
+of the image the scanner sent, on the scanner's own full scale; the browser does the rest
 (zoom, contrast, pseudo-colour) without asking again.
 """
 
@@ -49,20 +49,30 @@ class ImageShelf:
         return 2 if np.ndim(image.pixels) == 3 and np.shape(image.pixels)[0] >= 2 else 1
 
     def png(self, hawb: str, energy: Energy = "high") -> bytes | None:
-        """The image as an 8-bit grey PNG (blocking: call it in a thread); None if not kept."""
+        """One energy of the image as an 8-bit grey PNG (blocking: call it in a thread);
+        None if not kept. Both energies share one scale, so the browser can still compare
+        their attenuation (the material colour needs the low/high ratio)."""
         image = self._images.get(hawb)
         if image is None:
             return None
         pixels = np.asarray(image.pixels)
+        scale = _full_scale(pixels)
         if pixels.ndim == 3:
             pixels = pixels[min(_CHANNEL[energy], pixels.shape[0] - 1)]
-        return _png(pixels)
+        return _png(pixels, scale)
 
 
-def _png(pixels: np.ndarray[tuple[int, ...], np.dtype[np.generic]]) -> bytes:
-    values = pixels.astype(np.float32)
-    low, high = float(np.min(values)), float(np.max(values))
-    scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+def _full_scale(pixels: np.ndarray[tuple[int, ...], np.dtype[np.generic]]) -> float:
+    """The value that means full transmission: the integer type's top (a scanner's counts),
+    or for float images the brightest pixel of all energies."""
+    if np.issubdtype(pixels.dtype, np.integer):
+        return float(np.iinfo(pixels.dtype.name).max)
+    top = float(np.max(pixels)) if pixels.size else 0.0
+    return top if top > 0 else 1.0
+
+
+def _png(pixels: np.ndarray[tuple[int, ...], np.dtype[np.generic]], scale: float) -> bytes:
+    values = np.clip(pixels.astype(np.float32) * (255.0 / scale), 0, 255)
     out = io.BytesIO()
-    Image.fromarray(scaled.astype(np.uint8), mode="L").save(out, format="PNG", compress_level=1)
+    Image.fromarray(values.astype(np.uint8), mode="L").save(out, format="PNG", compress_level=1)
     return out.getvalue()

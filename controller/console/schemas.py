@@ -246,29 +246,47 @@ class RiskOut(_Out):
     flight: str
 
 
+class ThresholdOut(_Out):
+    """A class's policy thresholds: below ``clear`` clean, from ``alarm`` on an alarm, in
+    between ambiguous (what an officer reviews)."""
+
+    clear: float
+    alarm: float
+
+
 class XrayOut(_Out):
     status: str
     scores: dict[str, float]
+    thresholds: dict[str, ThresholdOut]
     model_version: str
     detail: str
 
 
 class ReviewOut(_Out):
     """A parcel waiting for an officer's verdict; ``time_left_s`` is wall seconds until it
-    goes to inspection without one."""
+    goes to inspection without one, out of ``window_s`` from its scan."""
 
     line: str
     tracking_id: int
     hawb: str
     deadline_s: float
     time_left_s: float
+    window_s: float
     risk: RiskOut | None
     xray: XrayOut
     image: bool
     """Whether the scanner's image is at hand (``GET /api/v1/images/{hawb}``)."""
+    energies: int
+    """How many energies the image has: 2 for a dual-energy scanner, 1, or 0 without one."""
 
     @classmethod
-    def of(cls, review: ReviewView, now: float, speed: float, image: bool) -> ReviewOut:
+    def of(
+        cls,
+        review: ReviewView,
+        at: Moment,
+        thresholds: Mapping[str, ThresholdOut],
+        energies: int,
+    ) -> ReviewOut:
         risk = review.risk
         xray = review.xray
         return cls(
@@ -276,7 +294,8 @@ class ReviewOut(_Out):
             tracking_id=review.tracking_id,
             hawb=review.hawb,
             deadline_s=review.deadline,
-            time_left_s=max(0.0, (review.deadline - now) / speed),
+            time_left_s=max(0.0, (review.deadline - at.clock_s) / at.speed),
+            window_s=max(0.0, (review.deadline - review.arrived_at) / at.speed),
             risk=None
             if risk is None
             else RiskOut(
@@ -288,10 +307,12 @@ class ReviewOut(_Out):
             xray=XrayOut(
                 status=str(xray.status),
                 scores=dict(xray.scores),
+                thresholds={c: t for c, t in thresholds.items() if c in xray.scores},
                 model_version=xray.model_version,
                 detail=xray.detail,
             ),
-            image=image,
+            image=energies > 0,
+            energies=energies,
         )
 
 
