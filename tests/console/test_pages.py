@@ -11,8 +11,11 @@ import io
 import re
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 
 from tests.console.conftest import PASSWORD, ConsoleSite
@@ -44,18 +47,48 @@ def logged_in(context: Any, site: ConsoleSite, user: str) -> Page:
 
 
 _JS_ERRORS: dict[int, list[str]] = {}
+_REQUESTS: dict[int, list[str]] = {}
 
 
 def new_page(context: Any) -> Page:
-    """A page that remembers the script errors it met (see :func:`no_js_errors`)."""
+    """A page that remembers the script errors it met (see :func:`no_js_errors`) and the API
+    paths it asked for (see :func:`api_requests`)."""
     page: Page = context.new_page()
     errors = _JS_ERRORS.setdefault(id(page), [])
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    requests = _REQUESTS.setdefault(id(page), [])
+    page.on("request", lambda request: requests.append(request.url))
     return page
 
 
 def no_js_errors(page: Page) -> None:
     assert _JS_ERRORS.get(id(page), []) == []
+
+
+def api_requests(page: Page, path: str) -> list[str]:
+    """The page's requests so far whose path starts with ``path``, as path and query."""
+    urls = (urlsplit(url) for url in _REQUESTS.get(id(page), []))
+    return [
+        f"{url.path}?{url.query}" if url.query else url.path
+        for url in urls
+        if url.path.startswith(path)
+    ]
+
+
+def seconds(shown: str) -> float:
+    """A duration as the pages show it (``4.2 s``, ``37 s``, ``2m 05s``) in seconds."""
+    text = shown.strip()
+    if match := re.fullmatch(r"(\d+(?:\.\d)?) s", text):
+        return float(match[1])
+    if match := re.fullmatch(r"(\d+)m (\d\d)s", text):
+        return 60 * int(match[1]) + int(match[2])
+    raise AssertionError(f"not a duration the pages show: {shown!r}")
+
+
+def human_reason(name: str) -> str:
+    """A reason's name as the pages show it (audit.js humanReason)."""
+    text = re.sub(r"\bxray\b", "x-ray", name.lower().replace("_", " "))
+    return text[:1].upper() + text[1:]
 
 
 def raise_alarm(site: ConsoleSite, source: str, message: str) -> None:
@@ -64,16 +97,25 @@ def raise_alarm(site: ConsoleSite, source: str, message: str) -> None:
     )
 
 
+def waiting_at_inspection(client: httpx.Client) -> list[dict[str, Any]]:
+    """Every parcel waiting at inspection now, oldest first."""
+    answer = client.get("/api/v1/parcels/open", params={"state": "in_inspection", "limit": 1000})
+    answer.raise_for_status()
+    parcels: list[dict[str, Any]] = answer.json()
+    assert all(parcel["state"] == "in_inspection" for parcel in parcels)
+    return parcels
+
+
 def parcel_at_inspection(site: ConsoleSite, taken: set[str]) -> str:
-    """The HAWB of a parcel that really waits at an inspection lane now: the youngest of the
-    oldest open ones, the last the twin's own inspection officers will reach."""
+    """The HAWB of a parcel that really waits at an inspection lane now: the youngest of
+    those waiting there, the last the twin's own inspection officers will reach."""
     with site.login("viewer") as client:
         until = time.monotonic() + 30
         while True:
             waiting = [
                 str(parcel["hawb"])
-                for parcel in client.get("/api/v1/parcels/open").json()
-                if parcel["state"] == "in_inspection" and parcel["hawb"] not in taken
+                for parcel in waiting_at_inspection(client)
+                if parcel["hawb"] not in taken
             ]
             if waiting:
                 taken.add(waiting[-1])
@@ -117,6 +159,14 @@ def test_log_in_and_watch_the_overview_update_live(console_site: ConsoleSite, co
     expect(decisions).not_to_have_text(before)  # the twin keeps deciding: the stream shows it
     assert page.evaluate("window.notReloaded") is True
     expect(page.locator("#lines .line-card")).to_have_count(2)
+    # lanes show the PLC's status by name
+    statuses = page.locator("#lines table.lanes tbody td .badge")
+    expect(statuses.first).to_be_visible()
+    assert {s.strip().lower() for s in statuses.all_text_contents()} <= {
+        "available",
+        "full",
+        "blocked",
+    }
 
     # a KPI value leads to its trend, drawn from the live values
     decisions.click()
@@ -173,6 +223,7 @@ def test_a_viewer_sees_no_actions_and_the_api_refuses_one(
 def test_an_operator_acknowledges_an_alarm_with_a_comment(
     console_site: ConsoleSite, context: Any
 ) -> None:
+    raised = time.monotonic()
     raise_alarm(console_site, "L1/test-alarm", "test alarm")
     page = logged_in(context, console_site, "operator")
     page.goto(f"{console_site.url}/alarms")
@@ -185,8 +236,28 @@ def test_an_operator_acknowledges_an_alarm_with_a_comment(
     page.keyboard.press("Control+Enter")
     expect(page.locator("#ack-dialog")).to_be_hidden()
     expect(row).to_contain_text("by operator: reset the photo-eye <L1>")
+    # "active for" counts wall seconds since the alarm was raised (the twin's hub clock runs
+    # twice as fast: hub seconds would be about double)
+    active_for = seconds(row.locator("td.num").inner_text())
+    assert 0 <= active_for <= time.monotonic() - raised + 0.5
     # the raise is in the history too
     expect(page.locator("#history", has_text="L1/test-alarm")).to_be_visible()
+
+    # the severity filter comes before the paging: the total counts only what matches
+    page.locator("#filters select[name=severity]").select_option("warning")
+    page.locator("#filters input[name=text]").fill("L1/test-alarm")
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("#history tbody tr")).to_have_count(1)
+    expect(page.locator("#pager")).to_contain_text("1–1 of 1")
+    expect(page.locator("#pager")).not_to_contain_text("before the severity filter")
+    # the CSV link carries the filters, not a page: the download is the whole search
+    link = urlsplit(page.locator("#csv").get_attribute("href") or "")
+    assert link.path == "/api/v1/alarms/history"
+    assert parse_qs(link.query) == {
+        "severity": ["warning"],
+        "text": ["L1/test-alarm"],
+        "format": ["csv"],
+    }
     no_js_errors(page)
 
 
@@ -202,6 +273,10 @@ def test_an_operator_places_and_lifts_a_hold(console_site: ConsoleSite, context:
     row = page.locator("#holds tr", has_text="PAGEHOLD1")
     expect(row).to_contain_text("consignee on the watch list")
     expect(row).to_contain_text("operator")
+    # since (a wall time) and held for come with the hold: no trace is fetched for them
+    expect(row.locator("td").nth(3)).to_have_text(re.compile(r"^\d\d:\d\d:\d\d$"))
+    expect(row.locator("td.num")).to_have_text(re.compile(r"^\d+(\.\d)? s$"))
+    assert api_requests(page, "/api/v1/parcels/") == []
 
     row.get_by_role("button", name="Lift…").click()
     expect(page.locator("#lift-reason")).to_be_focused()
@@ -261,17 +336,108 @@ def test_an_officer_records_an_inspection_of_a_parcel_waiting_there(
     no_js_errors(page)
 
 
+def test_the_inspection_station_lists_every_parcel_waiting_there(
+    console_site: ConsoleSite, context: Any
+) -> None:
+    with console_site.login("viewer") as client:
+        waiting = waiting_at_inspection(client)
+        oldest = {p["hawb"] for p in client.get("/api/v1/overview").json()["oldest_open"]}
+    # the floor's list and one parcel more, among none of the oldest open ones of the
+    # overview: only the list of the parcels in inspection can bring it to the page
+    extra = {
+        "line": "L1",
+        "tracking_id": 999_999,
+        "hawb": "WAITING-TEST-1",
+        "state": "in_inspection",
+        "arrived_at_s": 0.0,
+        "arrived_at": datetime.now(UTC).isoformat(),
+        "age_s": 1.0,
+        "laps": 0,
+    }
+    served = [*waiting, extra]
+    assert "WAITING-TEST-1" not in oldest
+    asked: list[str] = []
+
+    def fulfil(route: Any) -> None:
+        asked.append(route.request.url)
+        route.fulfill(json=served)
+
+    page = logged_in(context, console_site, "officer")
+    page.route("**/api/v1/parcels/open?*", fulfil)
+    page.goto(f"{console_site.url}/inspection")
+    rows = page.locator("#waiting tbody tr")
+    expect(rows).to_have_count(len(served))
+    expect(page.locator("#waiting-count")).to_have_text(str(len(served)))
+    assert asked
+    for url in asked:
+        assert parse_qs(urlsplit(url).query) == {"state": ["in_inspection"], "limit": ["1000"]}
+    # a row fills the HAWB in, ready for the note
+    page.locator("#waiting").get_by_role("button", name="WAITING-TEST-1").click()
+    expect(page.locator("#hawb")).to_have_value("WAITING-TEST-1")
+    expect(page.locator("#note")).to_be_focused()
+    no_js_errors(page)
+
+
 def test_a_supervisor_searches_the_audit_and_exports_csv(
     console_site: ConsoleSite, context: Any
 ) -> None:
+    with console_site.login("supervisor") as client:
+        reasons = client.get("/api/v1/reasons").json()["reasons"]
+        # well over one page of results (100) before the search's end below, so the export
+        # shows it is the whole search, not one page
+        decisions: dict[str, str | int] = {"kind": "decision", "limit": 1}
+        until = time.monotonic() + 60
+        while client.get("/api/v1/audit", params=decisions).json()["total"] <= 200:
+            assert time.monotonic() < until, "the twin made no 200 decisions within 60 s"
+            time.sleep(0.5)
+    assert reasons
     page = logged_in(context, console_site, "supervisor")
+
+    def with_a_new_reason(route: Any) -> None:
+        answer = route.fetch()
+        body = answer.json()
+        body["reasons"].append({"code": 999, "name": "TEST_ONLY_REASON"})
+        route.fulfill(response=answer, json=body)
+
+    # the reason dropdown lists what /reasons says, one a code and its name
+    page.route("**/api/v1/reasons", with_a_new_reason)
     page.goto(f"{console_site.url}/audit")
+    options = page.locator("#reason option")
+    expect(options).to_have_count(1 + len(reasons) + 1)
+    assert options.all_text_contents() == [
+        "any",
+        *(f"{r['code']} {human_reason(r['name'])}" for r in reasons),
+        "999 Test only reason",
+    ]
+    assert [options.nth(i).get_attribute("value") for i in range(1, len(reasons) + 1)] == [
+        str(r["code"]) for r in reasons
+    ]
+    page.unroute("**/api/v1/reasons")
+
     page.get_by_label("Decision").check()
+    # up to a moment just gone, so the count of the search and of its download agree
+    page.evaluate(
+        """() => {
+            const d = new Date(Date.now() - 2000);
+            const pad = (n) => String(n).padStart(2, "0");
+            document.querySelector("#filters [name=until]").value =
+                `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T` +
+                `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+        }"""
+    )
     page.get_by_role("button", name="Search").click()
     expect(page).to_have_url(re.compile(r"kind=decision"))
     rows = page.locator("#results tbody tr")
     expect(rows.first).to_contain_text("decision")
-    expect(page.locator("#pager")).to_contain_text(re.compile(r"1–\d+ of [\d,]+"))
+    expect(page.locator("#pager")).to_contain_text(re.compile(r"1–100 of [\d,]+"))
+    total = int(page.locator("#total").inner_text().replace(",", ""))
+    assert total > 100
+
+    # the CSV link carries the filters, never a page: the download holds the whole search
+    link = urlsplit(page.locator("#csv").get_attribute("href") or "")
+    query = parse_qs(link.query)
+    assert query.keys() == {"kind", "until", "format"}
+    assert query["format"] == ["csv"]
 
     with page.expect_download() as download_info:
         page.locator("#csv").click()
@@ -280,7 +446,7 @@ def test_a_supervisor_searches_the_audit_and_exports_csv(
     with open(download.path(), encoding="utf-8") as file:
         text = file.read()
     table = list(csv.DictReader(io.StringIO(text)))
-    assert table, text[:200]
+    assert len(table) == total, text[:200]
     assert {row["kind"] for row in table} == {"decision"}
     no_js_errors(page)
 
@@ -300,6 +466,12 @@ def test_trace_a_parcel_from_the_overview_and_an_unknown_hawb(
     expect(timeline).to_contain_text("Scan")
     expect(timeline).to_contain_text("Decision")
     expect(timeline.locator(".reason").first).to_be_visible()
+
+    # the top bar names the site from the session: the trace page reads no overview
+    with console_site.login("viewer") as client:
+        site = client.get("/api/v1/session").json()["site"]
+    expect(page.locator("#site-name")).to_have_text(site)
+    assert api_requests(page, "/api/v1/overview") == []
 
     page.locator("#hawb").fill("NO-SUCH-HAWB-1")
     page.keyboard.press("Enter")

@@ -1,4 +1,4 @@
-import { api, can, header, live, toast, fmtDuration, fmtTime, escapeHtml } from "/static/common.js";
+import { api, can, header, live, since, toast, fmtDuration, fmtTime, escapeHtml } from "/static/common.js";
 
 const $ = (id) => document.getElementById(id);
 const PAGE = 50;
@@ -38,7 +38,7 @@ function renderActive(o) {
       <td><span class="badge sev-badge-${escapeHtml(a.severity)}">${escapeHtml(a.severity)}</span></td>
       <td class="mono">${escapeHtml(a.source)}</td>
       <td class="wrap">${escapeHtml(a.message)}</td>
-      <td class="num">${escapeHtml(fmtDuration(o.clock_s - a.since_s))}</td>
+      <td class="num" title="raised ${escapeHtml(fmtTime(a.since))}">${escapeHtml(fmtDuration(since(a.since, o.taken_at)))}</td>
       <td class="wrap">${ack}</td>
       ${mayAck ? `<td class="actions-cell">${button}</td>` : ""}
     </tr>`;
@@ -117,8 +117,13 @@ function severityOf(source) {
   return "warning";
 }
 
+/** The CSV download: the whole search (every matching alarm, newest first), not one page. */
+function syncCsv() {
+  $("csv").href = `/api/v1/alarms/history?${query({ format: "csv" })}`;
+}
+
 async function loadHistory() {
-  $("csv").href = `/api/v1/alarms/history?${query({ format: "csv", limit: 10000 })}`;
+  syncCsv();
   $("history-error").textContent = "";
   let page;
   try {
@@ -149,7 +154,7 @@ async function loadHistory() {
   const to = Math.min(offset + PAGE, page.total);
   render($("pager"), `
     <button type="button" class="btn btn-small" data-page="prev" data-key="prev" ${offset === 0 ? "disabled" : ""}>← Newer</button>
-    <span>${from}–${to} of ${page.total}${$("filters").severity.value ? " (counted before the severity filter)" : ""}</span>
+    <span>${from}–${to} of ${page.total}</span>
     <button type="button" class="btn btn-small" data-page="next" data-key="next" ${offset + PAGE >= page.total ? "disabled" : ""}>Older →</button>`);
 }
 
@@ -162,9 +167,8 @@ $("pager").addEventListener("click", (event) => {
 
 $("filters").addEventListener("submit", (event) => { event.preventDefault(); offset = 0; loadHistory(); });
 $("filters").addEventListener("reset", () => setTimeout(() => { offset = 0; loadHistory(); }, 0));
-$("filters").addEventListener("change", () => {
-  $("csv").href = `/api/v1/alarms/history?${query({ format: "csv", limit: 10000 })}`;
-});
+$("filters").addEventListener("input", syncCsv);
+$("filters").addEventListener("change", syncCsv);
 
 await header("alarms");
 $("ack-hint").textContent = can("acknowledge") ? "" : "your role may watch alarms, not acknowledge them";

@@ -2,25 +2,12 @@ import { api, can, header, fmtTime, escapeHtml } from "/static/common.js";
 
 const $ = (id) => document.getElementById(id);
 const PAGE = 100;
-const CSV_MAX = 10000; // the API's largest page
 let offset = 0;
 
 const KINDS = [
   ["decision", "Decision"], ["transition", "Scan / transition"], ["confirmation", "Divert"],
   ["inspection_result", "Inspection"], ["command", "Command"], ["alarm", "Alarm"],
   ["deadline_miss", "Deadline miss"], ["illegal_transition", "Illegal transition"],
-];
-
-// controller.core.reasons.Reason (the API takes the code; it has no list of them)
-const REASONS = [
-  [100, "LOW_RISK_CLEAN_XRAY"], [101, "OFFICER_CLEARED"],
-  [200, "RISK_MISSING"], [201, "RISK_RED"], [202, "RISK_YELLOW_UNREVIEWED"], [203, "RISK_SCORE_HIGH"],
-  [210, "XRAY_ALARM"], [211, "XRAY_AMBIGUOUS_UNREVIEWED"], [212, "XRAY_MISSING"], [213, "XRAY_FAILED"],
-  [214, "XRAY_LATE"], [215, "XRAY_BAD_IMAGE"], [220, "DECLARATION_MISMATCH"], [230, "OFFICER_HOLD"],
-  [231, "OFFICER_REVIEW_INSPECT"], [240, "RANDOM_AUDIT"],
-  [300, "NO_READ"], [301, "LAP_LIMIT"], [302, "LOST_TRACKING"], [303, "LANE_UNAVAILABLE"],
-  [304, "MALFORMED_TELEGRAM"], [305, "OPERATOR_CLOSED"],
-  [400, "DEADLINE_MISSED"], [401, "DIVERT_MISSED"], [402, "LANE_FULL"], [403, "PLC_DEFAULTED"], [404, "ILLEGAL_TRANSITION"],
 ];
 
 function toIso(local) {
@@ -52,8 +39,9 @@ function query(extra = {}) {
   return params;
 }
 
+/** The CSV download: the whole search (every matching record, newest first), not one page. */
 function syncLinks() {
-  $("csv").href = `/api/v1/audit?${query({ format: "csv", limit: CSV_MAX, offset: 0 })}`;
+  $("csv").href = `/api/v1/audit?${query({ format: "csv" })}`;
 }
 
 function humanReason(name) {
@@ -92,7 +80,6 @@ async function search() {
     return;
   }
   $("total").textContent = page.total.toLocaleString("en-US");
-  $("csv-note").textContent = page.total > CSV_MAX ? `CSV export holds the newest ${CSV_MAX.toLocaleString("en-US")} of ${page.total.toLocaleString("en-US")} rows: narrow the search for the rest` : "";
   if (!page.records.length) {
     $("results").innerHTML = `<p class="empty">Nothing in the audit trail matches.</p>`;
   } else {
@@ -132,7 +119,12 @@ if (!can("audit")) {
 } else {
   $("audit-page").hidden = false;
   $("kinds").innerHTML = KINDS.map(([v, label]) => `<label class="check"><input type="checkbox" name="kind" value="${v}"> ${escapeHtml(label)}</label>`).join("");
-  $("reason").insertAdjacentHTML("beforeend", REASONS.map(([code, name]) => `<option value="${code}">${code} ${escapeHtml(humanReason(name))}</option>`).join(""));
+  try {
+    const { reasons } = await api("/api/v1/reasons");
+    $("reason").insertAdjacentHTML("beforeend", reasons.map((r) => `<option value="${escapeHtml(r.code)}">${escapeHtml(r.code)} ${escapeHtml(humanReason(r.name))}</option>`).join(""));
+  } catch (e) {
+    $("error").textContent = `reasons: ${e.message}`;
+  }
   // restore a query from the URL
   const params = new URLSearchParams(location.search);
   const form = $("filters");

@@ -5,9 +5,11 @@
 //                               401 -> /login?next=<here>; other non-2xx -> Error(.status, .field)
 //   session()                   GET /api/v1/session, cached; 401 -> login (and never settles)
 //   can(permission)             after session() resolved
-//   header(active)              renders the top bar into <header id="top">
+//   header(active)              renders the top bar into <header id="top"> (site name from the session)
 //   live(onOverview)            EventSource on /api/v1/live; sets the header's indicator
 //   toast(message, kind)        kinds info / ok / error; aria-live, non-blocking
+//   since(iso, at)              wall seconds from an ISO wall time to `at` (ISO; default now,
+//                               on the controller's wall clock as the live stream shows it)
 //   fmtDuration, fmtShare, fmtTime, escapeHtml
 
 let _session = null;
@@ -114,6 +116,7 @@ const PAGES = [
 ];
 
 let _liveState = "off";
+let _skewMs = 0; // the controller's wall clock minus this browser's, from the live stream
 
 function setIndicator(state) {
   _liveState = state;
@@ -130,19 +133,11 @@ function setIndicator(state) {
   }[state] || "";
 }
 
-function setSiteName(name) {
-  if (!name) return;
-  try { sessionStorage.setItem("cargogate.site", name); } catch (e) { /* private mode */ }
-  const el = document.getElementById("site-name");
-  if (el) el.textContent = name;
-}
-
 export async function header(active) {
   const s = await session();
   const top = document.getElementById("top");
   if (!top) return s;
-  let site = "";
-  try { site = sessionStorage.getItem("cargogate.site") || ""; } catch (e) { /* ignore */ }
+  const site = s.site || "";
   const links = PAGES.map((p) => {
     const allowed = s.permissions.includes(p.needs);
     const current = p.name === active ? ' aria-current="page"' : "";
@@ -169,9 +164,6 @@ export async function header(active) {
     _sessionPromise = null;
     location.assign("/login");
   });
-  if (!site) {
-    api("/api/v1/overview").then((o) => setSiteName(o && o.site)).catch(() => {});
-  }
   return s;
 }
 
@@ -188,7 +180,8 @@ export function live(onOverview) {
       let data;
       try { data = JSON.parse(event.data); } catch (e) { return; }
       setIndicator("live");
-      setSiteName(data.site);
+      const taken = new Date(data.taken_at).getTime();
+      if (!Number.isNaN(taken)) _skewMs = taken - Date.now();
       try { onOverview(data); } catch (e) { console.error("live handler failed", e); }
     };
     source.onerror = () => {
@@ -249,6 +242,13 @@ export function fmtDuration(seconds) {
   else if (s < 86400) out = `${Math.floor(s / 3600)}h ${pad(Math.floor((s % 3600) / 60))}m`;
   else out = `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
   return neg ? "−" + out : out;
+}
+
+export function since(iso, at) {
+  if (iso === null || iso === undefined || iso === "") return null;
+  const t = new Date(iso).getTime();
+  const now = at ? new Date(at).getTime() : Date.now() + _skewMs;
+  return Number.isNaN(t) || Number.isNaN(now) ? null : Math.max(0, (now - t) / 1000);
 }
 
 export function fmtShare(x) {

@@ -1,11 +1,9 @@
-import { api, can, header, live, toast, fmtDuration, fmtTime, escapeHtml } from "/static/common.js";
+import { api, can, header, live, since, toast, fmtDuration, fmtTime, escapeHtml } from "/static/common.js";
 
 const $ = (id) => document.getElementById(id);
 let holds = [];
-let clock = null; // the controller's clock from the live stream, for "held for"
 let count = null;
 let liftHawb = null;
-const placedAt = new Map(); // "hawb@since_s" -> wall time of the hold command (from the trace)
 
 function render(el, html) {
   if (el._html === html) return;
@@ -19,45 +17,19 @@ function render(el, html) {
   }
 }
 
-/** How long the hold has been on: wall time since it was placed when known, else the
- *  controller's clock (the same on a real plant; a twin may run faster than the wall). */
-function heldFor(hold, at) {
-  if (at) return fmtDuration((Date.now() - new Date(at).getTime()) / 1000);
-  return clock === null ? "—" : fmtDuration(clock - hold.since_s);
-}
-
 function renderHolds() {
   $("hold-count").textContent = String(holds.length);
   if (!holds.length) { render($("holds"), `<p class="empty">No HAWB is held.</p>`); return; }
   const mayLift = can("hold");
-  const rows = [...holds].sort((a, b) => a.since_s - b.since_s).map((h) => {
-    const key = `${h.hawb}@${h.since_s}`;
-    const at = placedAt.get(key);
-    return `<tr>
-      <td><a class="mono" href="/trace?hawb=${encodeURIComponent(h.hawb)}">${escapeHtml(h.hawb)}</a></td>
-      <td class="wrap">${escapeHtml(h.reason)}</td>
-      <td>${escapeHtml(h.user)}</td>
-      <td class="nowrap">${at ? escapeHtml(fmtTime(at)) : ""}</td>
-      <td class="num">${escapeHtml(heldFor(h, at))}</td>
-      ${mayLift ? `<td class="actions-cell"><button type="button" class="btn btn-small btn-danger" data-lift="${escapeHtml(h.hawb)}" data-key="lift-${escapeHtml(h.hawb)}">Lift…</button></td>` : ""}
-    </tr>`;
-  }).join("");
+  const rows = [...holds].sort((a, b) => a.since_s - b.since_s).map((h) => `<tr>
+    <td><a class="mono" href="/trace?hawb=${encodeURIComponent(h.hawb)}">${escapeHtml(h.hawb)}</a></td>
+    <td class="wrap">${escapeHtml(h.reason)}</td>
+    <td>${escapeHtml(h.user)}</td>
+    <td class="nowrap">${escapeHtml(fmtTime(h.since))}</td>
+    <td class="num">${escapeHtml(fmtDuration(since(h.since)))}</td>
+    ${mayLift ? `<td class="actions-cell"><button type="button" class="btn btn-small btn-danger" data-lift="${escapeHtml(h.hawb)}" data-key="lift-${escapeHtml(h.hawb)}">Lift…</button></td>` : ""}
+  </tr>`).join("");
   render($("holds"), `<table><thead><tr><th>HAWB</th><th>Reason</th><th>Placed by</th><th>Since</th><th class="num">Held for</th>${mayLift ? "<th></th>" : ""}</tr></thead><tbody>${rows}</tbody></table>`);
-}
-
-/** When each hold was placed, in wall time: its accepted hold command in the HAWB's trace. */
-async function lookUpTimes() {
-  for (const h of holds) {
-    const key = `${h.hawb}@${h.since_s}`;
-    if (placedAt.has(key)) continue;
-    placedAt.set(key, null);
-    try {
-      const records = await api(`/api/v1/parcels/${encodeURIComponent(h.hawb)}`);
-      const placed = records.filter((r) => r.kind === "command" && r.data.command === "hold" && r.data.accepted);
-      if (placed.length) placedAt.set(key, placed[placed.length - 1].wall_time);
-    } catch (e) { /* the time stays blank */ }
-  }
-  renderHolds();
 }
 
 async function loadHolds() {
@@ -68,7 +40,6 @@ async function loadHolds() {
     return;
   }
   renderHolds();
-  lookUpTimes();
 }
 
 // --- place ---------------------------------------------------------------------------------
@@ -150,7 +121,6 @@ if (can("hold")) {
 }
 await loadHolds();
 live((o) => {
-  clock = o.clock_s;
   if (o.holds !== count) { count = o.holds; loadHolds(); } else { renderHolds(); }
 });
 // holds placed and lifted elsewhere between two updates leave the count unchanged

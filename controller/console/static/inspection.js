@@ -19,7 +19,7 @@ function saveRecent(list) {
 function renderRecent() {
   const list = loadRecent();
   if (!list.length) { $("recent").innerHTML = `<p class="empty">Nothing recorded at this station yet.</p>`; return; }
-  $("recent").innerHTML = `<table><thead><tr><th>Time</th><th>HAWB</th><th>Outcome</th><th class="num">Clearance</th><th>Officer</th><th>Note / answer</th></tr></thead><tbody>${
+  $("recent").innerHTML = `<table><thead><tr><th>Time</th><th>HAWB</th><th>Outcome</th><th class="num" title="from scan to the outcome, on the hub's clock">Clearance (hub s)</th><th>Officer</th><th>Note / answer</th></tr></thead><tbody>${
     list.map((r) => `<tr class="${r.accepted ? "" : "refused"}">
       <td class="nowrap">${escapeHtml(fmtTime(r.at))}</td>
       <td><a class="mono" href="/trace?hawb=${encodeURIComponent(r.hawb)}">${escapeHtml(r.hawb)}</a></td>
@@ -61,9 +61,10 @@ async function record(outcome) {
       <div class="answer-title"><span class="mono">${escapeHtml(hawb)}</span> <span class="badge out-${escapeHtml(outcome)}">${escapeHtml(OUTCOMES[outcome])}</span> — parcel closed</div>
       <div class="answer-clearance"><span class="label">Clearance time</span>
         <span class="big" id="clearance">${answer.clearance_s === null || answer.clearance_s === undefined ? "—" : escapeHtml(fmtDuration(answer.clearance_s))}</span>
-        <span class="muted">from scan to this outcome</span></div>
+        <span class="muted">from scan to this outcome, on the hub's clock</span></div>
       <div class="muted">${escapeHtml(answer.message)}</div>`);
     toast(`${hawb}: ${OUTCOMES[outcome]}`, "ok");
+    loadWaiting(true);
     $("hawb").value = "";
     $("note").value = "";
   } catch (e) {
@@ -109,26 +110,58 @@ document.addEventListener("keydown", (event) => {
 
 // --- parcels waiting at inspection (live) --------------------------------------------------
 
-function renderWaiting(o) {
-  const waiting = o.oldest_open.filter((p) => p.state === "in_inspection");
-  const atInspection = o.lines.reduce((n, l) => n + l.at_inspection, 0);
-  $("waiting-count").textContent = String(atInspection);
-  let html;
-  if (!waiting.length) {
-    html = `<p class="empty">${atInspection ? `${atInspection} at inspection, none among the oldest open parcels.` : "No parcel waits at inspection."}</p>`;
-  } else {
-    html = `<table><thead><tr><th>HAWB</th><th>Line #id</th><th class="num">Waiting</th></tr></thead><tbody>${
-      waiting.map((p) => `<tr class="clickable" data-hawb="${escapeHtml(p.hawb)}">
-        <td><button type="button" class="link-btn hawb-fill mono" data-fill="${escapeHtml(p.hawb)}" data-key="fill-${escapeHtml(p.hawb)}">${escapeHtml(p.hawb)}</button></td>
-        <td>${escapeHtml(p.line)} <span class="muted">#${escapeHtml(p.tracking_id)}</span></td>
-        <td class="num">${escapeHtml(fmtDuration(p.age_s))}</td></tr>`).join("")}</tbody></table>`;
+const WAITING_MAX = 1000; // the API's largest list
+let waiting = null; // every parcel waiting at inspection, oldest first (GET /parcels/open)
+let atInspection = null; // the lines' own count, from the live stream
+let loading = false;
+let again = false; // asked for while a request was under way: load once more after it
+let loadedAt = 0;
+
+/** Fetch the parcels waiting at inspection: at most once a second (unless `now`, after an
+ *  outcome was recorded), one request at a time. */
+async function loadWaiting(now = false) {
+  if (loading) { again = again || now; return; }
+  if (!now && Date.now() - loadedAt < 1000) return;
+  loading = true;
+  try {
+    waiting = await api(`/api/v1/parcels/open?state=in_inspection&limit=${WAITING_MAX}`);
+    loadedAt = Date.now();
+    renderWaiting();
+  } catch (e) {
+    if (e.status !== 401) renderWaitingHtml(`<p class="form-error">${escapeHtml(e.message)}</p>`);
+  } finally {
+    loading = false;
   }
+  if (again) { again = false; loadWaiting(true); }
+}
+
+function renderWaiting() {
+  if (waiting === null) return;
+  const full = waiting.length >= WAITING_MAX; // more wait than one list holds: the lines say how many
+  $("waiting-count").textContent = full ? Math.max(atInspection || 0, waiting.length).toLocaleString("en-US") : String(waiting.length);
+  $("waiting-note").textContent = full ? `the oldest ${WAITING_MAX.toLocaleString("en-US")} shown` : "oldest first · click to fill in";
+  if (!waiting.length) { renderWaitingHtml(`<p class="empty">No parcel waits at inspection.</p>`); return; }
+  renderWaitingHtml(`<table><thead><tr><th>HAWB</th><th>Line #id</th><th class="num">Scanned</th>
+    <th class="num" title="since the scan on the hub's clock: what the clearance target counts">Age (hub s)</th></tr></thead><tbody>${
+    waiting.map((p) => `<tr class="clickable" data-hawb="${escapeHtml(p.hawb)}">
+      <td><button type="button" class="link-btn hawb-fill mono" data-fill="${escapeHtml(p.hawb)}" data-key="fill-${escapeHtml(p.hawb)}">${escapeHtml(p.hawb)}</button></td>
+      <td class="nowrap">${escapeHtml(p.line)} <span class="muted">#${escapeHtml(p.tracking_id)}</span></td>
+      <td class="num nowrap muted">${escapeHtml(fmtTime(p.arrived_at))}</td>
+      <td class="num">${escapeHtml(fmtDuration(p.age_s))}</td></tr>`).join("")}</tbody></table>`);
+}
+
+function renderWaitingHtml(html) {
   const el = $("waiting");
   if (el._html === html) return;
   const key = document.activeElement && el.contains(document.activeElement) ? document.activeElement.dataset.key : null;
   el.innerHTML = html;
   el._html = html;
   if (key) { const again = el.querySelector(`[data-key="${CSS.escape(key)}"]`); if (again) again.focus(); }
+}
+
+function onOverview(o) {
+  atInspection = o.lines.reduce((n, l) => n + l.at_inspection, 0);
+  loadWaiting();
 }
 
 $("waiting").addEventListener("click", (event) => {
@@ -157,4 +190,4 @@ const me = await session();
 $("station").textContent = `logged in: ${me.user} (${me.role})`;
 const preset = new URLSearchParams(location.search).get("hawb");
 if (preset) { $("hawb").value = preset; $("note").focus(); } else { $("hawb").focus(); }
-live(renderWaiting);
+live(onOverview);

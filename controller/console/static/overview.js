@@ -1,4 +1,4 @@
-import { header, live, fmtDuration, fmtShare, fmtTime, escapeHtml } from "/static/common.js";
+import { header, live, since, fmtDuration, fmtShare, fmtTime, escapeHtml } from "/static/common.js";
 
 const $ = (id) => document.getElementById(id);
 const HISTORY = 600; // live values kept per KPI for its trend (10 min at one update a second)
@@ -35,14 +35,8 @@ function stateClass(state) {
   return "st-warn";
 }
 
-const LANE_STATUS = { 0: "available", 1: "full", 2: "blocked" }; // the PLC's status word, when sent as a number
-
-function laneStatus(status) {
-  return LANE_STATUS[status] || String(status || "available").toLowerCase();
-}
-
 function laneClass(status) {
-  return { available: "st-ok", full: "st-warn", blocked: "st-bad" }[(status || "").toLowerCase()] || "st-warn";
+  return { available: "st-ok", full: "st-warn", blocked: "st-bad" }[status] || "st-warn";
 }
 
 function shareClass(share) {
@@ -120,7 +114,7 @@ function renderLines(o) {
       return `<tr>
         <td class="num">${escapeHtml(lane.id)}</td>
         <td>${escapeHtml(lane.kind)}</td>
-        <td><span class="badge ${laneClass(laneStatus(lane.status))}">${escapeHtml(laneStatus(lane.status))}</span></td>
+        <td><span class="badge ${laneClass(lane.status)}">${escapeHtml(lane.status)}</span></td>
         <td class="num">${num(lane.decided)}</td>
         <td class="num"><button type="button" class="link-btn" data-kpi="lane-${escapeHtml(l.line)}-${escapeHtml(lane.id)}" data-key="lane-${escapeHtml(l.line)}-${escapeHtml(lane.id)}">${lane.per_min === null ? "—" : escapeHtml(lane.per_min.toFixed(1))}</button></td>
       </tr>`;
@@ -155,9 +149,9 @@ function renderAlarms(o) {
     <tr class="sev-row-${escapeHtml(a.severity)}">
       <td><span class="badge sev-badge-${escapeHtml(a.severity)}">${escapeHtml(a.severity)}</span></td>
       <td class="wrap"><div class="mono alarm-src">${escapeHtml(a.source)}</div><div>${escapeHtml(a.message)}</div></td>
-      <td class="num">${escapeHtml(fmtDuration(o.clock_s - a.since_s))}<div class="ack-state">${a.acknowledged_by ? `<span class="muted">ack ${escapeHtml(a.acknowledged_by)}</span>` : `<span class="txt-warn">not acked</span>`}</div></td>
+      <td class="num" title="raised ${escapeHtml(fmtTime(a.since))}">${escapeHtml(fmtDuration(since(a.since, o.taken_at)))}<div class="ack-state">${a.acknowledged_by ? `<span class="muted">ack ${escapeHtml(a.acknowledged_by)}</span>` : `<span class="txt-warn">not acked</span>`}</div></td>
     </tr>`).join("");
-  render($("alarms"), `<table class="alarm-table"><thead><tr><th>Severity</th><th>Source · message</th><th class="num">Active</th></tr></thead><tbody>${rows}</tbody></table>`);
+  render($("alarms"), `<table class="alarm-table"><thead><tr><th>Severity</th><th>Source · message</th><th class="num">Active for</th></tr></thead><tbody>${rows}</tbody></table>`);
 }
 
 function renderHours(o) {
@@ -215,6 +209,9 @@ function renderBuckets(o) {
 
 function renderOpen(o) {
   $("open-count").textContent = num(o.open_parcels);
+  const fast = o.speed && o.speed !== 1;
+  $("open-note").textContent = fast ? `oldest first · hub clock ×${o.speed}` : "oldest first · click to trace";
+  $("open-note").title = fast ? `the hub's clock runs ${o.speed} times as fast as the wall's here: ages are hub seconds` : "";
   if (!o.oldest_open.length) { render($("open"), `<p class="empty">No open parcels.</p>`); return; }
   const rows = o.oldest_open.map((p) => {
     const href = `/trace?hawb=${encodeURIComponent(p.hawb)}`;
@@ -223,10 +220,10 @@ function renderOpen(o) {
       <td><a href="${escapeHtml(href)}" data-key="${escapeHtml(key)}" class="mono">${escapeHtml(p.hawb)}</a></td>
       <td class="nowrap">${escapeHtml(p.line)} <span class="muted">#${escapeHtml(p.tracking_id)}</span></td>
       <td><span class="state state-${escapeHtml(p.state)}">${escapeHtml(p.state.replace(/_/g, " "))}</span>${p.laps ? ` <span class="muted">lap ${escapeHtml(p.laps)}</span>` : ""}</td>
-      <td class="num">${escapeHtml(fmtDuration(p.age_s))}</td>
+      <td class="num ${p.age_s > o.kpis.target_s ? "txt-bad" : ""}" title="scanned ${escapeHtml(fmtTime(p.arrived_at))}">${escapeHtml(fmtDuration(p.age_s))}</td>
     </tr>`;
   }).join("");
-  render($("open"), `<table><thead><tr><th>HAWB</th><th>Line #id</th><th>State</th><th class="num">Age</th></tr></thead><tbody>${rows}</tbody></table>`);
+  render($("open"), `<table><thead><tr><th>HAWB</th><th>Line #id</th><th>State</th><th class="num" title="since the scan on the hub's clock: what the ${escapeHtml(Math.round(o.kpis.target_s))} s target counts">Age (hub s)</th></tr></thead><tbody>${rows}</tbody></table>`);
 }
 
 // --- trends -----------------------------------------------------------------------------
