@@ -105,13 +105,13 @@ def router(ctx: ConsoleContext) -> APIRouter:
     # --- health and sessions ------------------------------------------------------------
 
     @api.get("/health", tags=["health"], responses={503: {"model": HealthOut}})
-    def health(response: Response) -> HealthOut:
+    async def health(response: Response) -> HealthOut:
         """Liveness and readiness: ``ok`` when every link is up, ``degraded`` when one is
         not (503), ``starting`` before the site has recovered its state (503)."""
         if not ctx.ready():
             response.status_code = 503
             return HealthOut(status="starting")
-        links = {name: str(state) for name, state in ctx.read().links.items()}
+        links = ctx.current()[0].links
         ok = all(state == "up" for state in links.values())
         if not ok:
             response.status_code = 503
@@ -131,23 +131,23 @@ def router(ctx: ConsoleContext) -> APIRouter:
             secure=ctx.settings.tls,
             path="/",
         )
-        return _session_out(session, ctx.read().site)
+        return _session_out(session, ctx.current()[0].site)
 
     @api.get("/session", tags=["session"])
-    def whoami(session: Viewer) -> SessionOut:
-        return _session_out(session, ctx.read().site)
+    async def whoami(session: Viewer) -> SessionOut:
+        return _session_out(session, ctx.current()[0].site)
 
     @api.delete("/session", tags=["session"], status_code=204)
-    def logout(request: Request, response: Response) -> None:
+    async def logout(request: Request, response: Response) -> None:
         ctx.sessions.logout(request.cookies.get(COOKIE))
         response.delete_cookie(COOKIE, path="/")
 
     # --- the floor ----------------------------------------------------------------------
 
-    @api.get("/overview", tags=["floor"])
-    def overview(_: Viewer) -> OverviewOut:
+    @api.get("/overview", tags=["floor"], response_model=OverviewOut)
+    async def overview(_: Viewer) -> Response:
         """The whole floor at this moment (what the live stream sends every tick)."""
-        return ctx.overview()
+        return Response(ctx.current()[1], media_type="application/json")
 
     @api.get(
         "/live",
@@ -166,20 +166,19 @@ def router(ctx: ConsoleContext) -> APIRouter:
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
     @api.get("/lines", tags=["floor"])
-    def lines(_: Viewer) -> list[LineOut]:
-        return ctx.overview().lines
+    async def lines(_: Viewer) -> list[LineOut]:
+        return ctx.current()[0].lines
 
     @api.get("/kpis", tags=["floor"])
-    def kpis(_: Viewer) -> KpisOut:
-        return KpisOut.of(ctx.read().kpis)
+    async def kpis(_: Viewer) -> KpisOut:
+        return ctx.current()[0].kpis
 
     # --- alarms -------------------------------------------------------------------------
 
     @api.get("/alarms", tags=["alarms"])
-    def alarms(_: Viewer) -> list[AlarmOut]:
+    async def alarms(_: Viewer) -> list[AlarmOut]:
         """Active alarms, oldest first."""
-        at = ctx.moment()
-        return [AlarmOut.of(alarm, at) for alarm in ctx.read().alarms]
+        return ctx.current()[0].alarms
 
     @api.get("/alarms/history", tags=["alarms"], response_model=AuditPageOut, responses=_CSV)
     async def alarm_history(
@@ -230,7 +229,7 @@ def router(ctx: ConsoleContext) -> APIRouter:
     # --- parcels --------------------------------------------------------------------------
 
     @api.get("/parcels/open", tags=["parcels"])
-    def open_parcels(
+    async def open_parcels(
         _: Viewer,
         line: _Line = None,
         state: Annotated[str | None, Query(max_length=32)] = None,
@@ -242,7 +241,7 @@ def router(ctx: ConsoleContext) -> APIRouter:
         return [ParcelOut.of(p, at) for p in ctx.open_parcels(line or None, state, limit)]
 
     @api.get("/reasons", tags=["parcels"])
-    def reasons(_: Viewer) -> ReasonListOut:
+    async def reasons(_: Viewer) -> ReasonListOut:
         """Every reason code a decision or closure may carry, with its name."""
         return ReasonListOut(reasons=[ReasonOut(code=r.value, name=r.name) for r in Reason])
 
@@ -281,7 +280,7 @@ def router(ctx: ConsoleContext) -> APIRouter:
     # --- holds ----------------------------------------------------------------------------
 
     @api.get("/holds", tags=["holds"])
-    def holds(_: Viewer) -> list[HoldOut]:
+    async def holds(_: Viewer) -> list[HoldOut]:
         at = ctx.moment()
         return [HoldOut.of(hold, at) for hold in ctx.read().holds]
 
@@ -297,7 +296,7 @@ def router(ctx: ConsoleContext) -> APIRouter:
     # --- officers -------------------------------------------------------------------------
 
     @api.get("/reviews", tags=["officers"])
-    def reviews(_: Viewer) -> list[ReviewOut]:
+    async def reviews(_: Viewer) -> list[ReviewOut]:
         """Parcels waiting for an officer's verdict, least time left first."""
         return ctx.overview().reviews
 

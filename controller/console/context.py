@@ -7,6 +7,7 @@ or small fakes. The console reads nothing else.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -68,9 +69,25 @@ class ConsoleContext:
         limiter = LoginLimiter(self.settings.login_attempts_per_min)
         self.sessions = Sessions(self.users, timedelta(hours=self.settings.session_h), limiter)
         self.broadcaster = Broadcaster(
-            self.overview, self.settings.live_every_s, self.settings.live_clients
+            lambda: self.fresh()[1], self.settings.live_every_s, self.settings.live_clients
         )
         self._rates = LaneRates(span_s=60.0)
+        self._latest: tuple[float, OverviewOut, bytes] | None = None
+
+    def current(self) -> tuple[OverviewOut, bytes]:
+        """The overview and its JSON, taken at most one live tick ago: however many clients
+        poll the API, the site is read and serialised once per tick."""
+        latest = self._latest
+        if latest is None or time.monotonic() - latest[0] >= self.settings.live_every_s:
+            return self.fresh()
+        return latest[1], latest[2]
+
+    def fresh(self) -> tuple[OverviewOut, bytes]:
+        """The overview now, and its JSON (kept for :meth:`current`)."""
+        overview = self.overview()
+        encoded = overview.model_dump_json().encode()
+        self._latest = (time.monotonic(), overview, encoded)
+        return overview, encoded
 
     def moment(self) -> Moment:
         return Moment(self.read().controller.clock_s, datetime.now(UTC), self.speed)

@@ -1,7 +1,7 @@
 """The live stream: one overview per tick, serialised once, sent to every browser.
 
-:class:`Broadcaster` takes the site's snapshot every ``every_s`` seconds, turns it into the
-overview JSON once and offers it to each subscriber's small queue. A browser that has not
+:class:`Broadcaster` takes the overview JSON (built and serialised once) every ``every_s``
+seconds and offers it to each subscriber's small queue. A browser that has not
 taken the previous updates (its queue is full) is dropped, never buffered without limit:
 its page reconnects and gets the current view. Serving the stream costs the decision path
 one snapshot per tick, whatever the number of browsers.
@@ -13,8 +13,6 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-
-from controller.console.schemas import OverviewOut
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +47,7 @@ class LaneRates:
 class Broadcaster:
     """Builds the overview each tick and fans it out; run :meth:`run` as a task."""
 
-    def __init__(
-        self, overview: Callable[[], OverviewOut], every_s: float, max_clients: int
-    ) -> None:
+    def __init__(self, overview: Callable[[], bytes], every_s: float, max_clients: int) -> None:
         self._overview = overview
         self.every_s = every_s
         self.max_clients = max_clients
@@ -67,7 +63,7 @@ class Broadcaster:
     async def run(self) -> None:
         while True:
             try:
-                self.publish(self._overview().model_dump_json().encode())
+                self.publish(self._overview())
             except Exception:  # a view that cannot be built must not end the stream
                 log.exception("live view not built; trying again next tick")
             await asyncio.sleep(self.every_s)

@@ -52,7 +52,9 @@ class ConsoleServer:
     async def __aenter__(self) -> Self:
         s = self.settings
         family = socket.AF_INET6 if ":" in s.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio turns Nagle off only on sockets it knows are TCP, and
+        # uvicorn writes headers and body apart (40 ms of delayed ACK on every answer)
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((s.host, s.port))

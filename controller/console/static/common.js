@@ -110,7 +110,7 @@ const PAGES = [
   { name: "alarms", label: "Alarms", needs: "view" },
   { name: "holds", label: "Holds", needs: "view" },
   { name: "trace", label: "Trace", needs: "view" },
-  { name: "review", label: "Review", needs: "review" },
+  { name: "review", label: "Review", needs: "view" },
   { name: "inspection", label: "Inspection", needs: "inspect" },
   { name: "audit", label: "Audit", needs: "audit" },
 ];

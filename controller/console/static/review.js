@@ -5,11 +5,15 @@
 // the deadline; without an answer the parcel goes to inspection by itself.
 //
 // Data: GET /api/v1/reviews once, then the live stream (each message's `reviews`). Every
-// review carries `time_left_s` (wall seconds when the list was taken); the countdowns run
-// here, from that value and the moment the update arrived, every 100 ms.
+// review carries `time_left_s` (wall seconds when the list was taken) out of `window_s` (wall
+// seconds from the scan to the deadline); the countdowns run here, from that value and the
+// moment the update arrived, every 100 ms, and their colour and bar show the share of the
+// window left. The X-ray scores come with the policy's thresholds per class (`thresholds`):
+// below `clear` clean, from `alarm` on an alarm, in between ambiguous (why it is here).
 // Verdicts: POST /api/v1/lines/{line}/parcels/{tracking_id}/verdict (409 when it went on).
-// Images: GET /api/v1/images/{hawb}?energy=high|low, fetched once per parcel (both energies);
-// every adjustment (zoom, pan, window/level, colour, edges) is computed here on a canvas.
+// Images: GET /api/v1/images/{hawb}?energy=high|low, fetched once per parcel (`energies` says
+// whether there are two); every adjustment (zoom, pan, window/level, colour, edges) is
+// computed here on a canvas.
 
 import { api, can, escapeHtml, header, live, toast } from "/static/common.js";
 
@@ -31,10 +35,11 @@ function fmtLeft(seconds) {
   return `${m}:${String(Math.floor(seconds % 60)).padStart(2, "0")}`;
 }
 
-/** green, amber or red by what is left of the time first seen (and absolute seconds). */
-function levelOf(left, total) {
+/** green, amber or red by the share of the review window left (time_left_s / window_s), and
+ * red in the last 1.5 s, amber in the last 3 s whatever the window. */
+function levelOf(left, window) {
   if (left <= 0) return "gone";
-  const frac = total > 0 ? left / total : 0;
+  const frac = window > 0 ? left / window : 0;
   if (left <= 1.5 || frac <= 0.25) return "red";
   if (left <= 3 || frac <= 0.5) return "amber";
   return "green";
@@ -415,33 +420,39 @@ async function grey(hawb, energy) {
   return { w: c.width, h: c.height, pixels: out };
 }
 
-function sameArray(a, b) {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
+/** How many energies a review's image has: 2 (dual-energy scanner), 1, or 0 (none). */
+function energiesOf(r) {
+  if (!r || !r.image) return 0;
+  return Number(r.energies) >= 2 ? 2 : 1;
 }
 
-function loadImage(hawb) {
-  let p = images.get(hawb);
+/** The review's image, fetched once: both energies when the scanner sends two, else the one. */
+function loadImage(r) {
+  const energies = energiesOf(r);
+  const key = `${r.hawb}/${energies}`;
+  let p = images.get(key);
   if (p) {
-    images.delete(hawb); // most recently used last
-    images.set(hawb, p);
+    images.delete(key); // most recently used last
+    images.set(key, p);
     return p;
   }
-  p = Promise.all([grey(hawb, "high"), grey(hawb, "low")]).then(([high, low]) => {
-    const sizeOk = high.w === low.w && high.h === low.h;
+  const wanted = energies === 2 ? [grey(r.hawb, "high"), grey(r.hawb, "low")] : [grey(r.hawb, "high")];
+  p = Promise.all(wanted).then(([high, low]) => {
+    // the two energies share the scanner's full scale (transmission 0..255 on both), so the
+    // material colour can compare their attenuation; a single-energy image has none to compare
+    const dual = !!low && low.w === high.w && low.h === high.h;
     return {
-      hawb,
+      hawb: r.hawb,
       w: high.w,
       h: high.h,
       high: high.pixels,
-      low: sizeOk ? low.pixels : high.pixels,
-      // single-energy scanners send the same image for both: no material information
-      dual: sizeOk && !sameArray(high.pixels, low.pixels),
+      low: dual ? low.pixels : high.pixels,
+      energies,
+      dual,
     };
   });
-  p.catch(() => images.delete(hawb));
-  images.set(hawb, p);
+  p.catch(() => images.delete(key));
+  images.set(key, p);
   while (images.size > IMAGE_CACHE) images.delete(images.keys().next().value);
   return p;
 }
@@ -482,16 +493,17 @@ function update(reviews) {
     const estimate = t + r.time_left_s * 1000;
     let it = items.get(key);
     if (!it) {
-      it = { key, review: r, expiresAt: estimate, total: Math.max(r.time_left_s, 0.1), status: "waiting", li: null };
+      it = { key, review: r, expiresAt: estimate, window: windowOf(r), status: "waiting", li: null };
       items.set(key, it);
-      if (r.image) loadImage(r.hawb).catch(() => {});
+      if (r.image) loadImage(r).catch(() => {});
     } else {
       const hadImage = it.review.image;
       it.review = r;
+      it.window = windowOf(r);
       // the stream's own jitter is not worth a jumping clock
       if (Math.abs(estimate - it.expiresAt) > 250) it.expiresAt = estimate;
       if (!hadImage && r.image) {
-        loadImage(r.hawb).catch(() => {});
+        loadImage(r).catch(() => {});
         if (key === selectedKey) showImage(it);
       }
     }
@@ -501,6 +513,13 @@ function update(reviews) {
   }
   if (!selectedKey || !isOpen(items.get(selectedKey))) selectNext(true);
   renderQueue();
+}
+
+/** Wall seconds from the scan to the deadline (what the countdown's colour and bar measure
+ * against); the time left itself if the window is unknown. */
+function windowOf(r) {
+  const w = Number(r.window_s);
+  return Math.max(w > 0 ? w : Number(r.time_left_s) || 0, 0.1);
 }
 
 function isOpen(it) {
@@ -658,29 +677,87 @@ function renderDetail() {
   tick();
 }
 
+/** Where a score sits against its class's thresholds: below `clear` clean, from `alarm` on an
+ * alarm, in between ambiguous (what an officer reviews); "none" without thresholds. */
+function zoneOf(score, t) {
+  if (!t) return "none";
+  if (score >= t.alarm) return "alarm";
+  if (score >= t.clear) return "ambiguous";
+  return "clean";
+}
+
+const ZONE_WORD = { clean: "clean", ambiguous: "ambiguous", alarm: "alarm", none: "no thresholds" };
+const pct = (x) => `${(clamp(x, 0, 1) * 100).toFixed(1)}%`;
+/** A threshold with two to three decimals: 0.05, 0.30, 0.022. */
+function fmtT(x) {
+  const s = Number(x).toFixed(3);
+  return s.endsWith("0") ? s.slice(0, -1) : s;
+}
+
+function scoreRow(name, v, t, top) {
+  const zone = zoneOf(v, t);
+  const label = className(name);
+  const title = t
+    ? `${label} ${v.toFixed(3)}: ${ZONE_WORD[zone]} (clean below ${fmtT(t.clear)}, alarm from ${fmtT(t.alarm)}, ambiguous in between)`
+    : `${label} ${v.toFixed(3)}: the policy has no thresholds for this class`;
+  // the band between the two thresholds is tinted on the track; a tick marks each threshold
+  const track = t
+    ? ` style="--clear:${pct(t.clear)};--alarm:${pct(t.alarm)}"`
+    : "";
+  const ticks = t
+    ? `<span class="s-tick s-tick-clear" style="left:${pct(t.clear)}" data-at="${fmtT(t.clear)}"></span>`
+      + `<span class="s-tick s-tick-alarm" style="left:${pct(t.alarm)}" data-at="${fmtT(t.alarm)}"></span>`
+    : "";
+  return `
+      <li class="${top ? "rv-top" : ""}" data-class="${escapeHtml(name)}" data-zone="${zone}" title="${escapeHtml(title)}">
+        <span class="s-name">${escapeHtml(label)}</span>
+        <span class="s-band num">${t ? `${escapeHtml(fmtT(t.clear))}–${escapeHtml(fmtT(t.alarm))}` : "no thresholds"}</span>
+        <span class="s-val num">${v.toFixed(3)}</span>
+        <span class="s-bar${t ? " s-has-band" : ""}"${track}><span class="s-fill" style="width:${pct(v)}"></span>${ticks}</span>
+      </li>`;
+}
+
+/** In words: which classes are ambiguous (the reason for review), which at alarm. */
+function scoresInWords(r, entries) {
+  const t = r.xray.thresholds || {};
+  const names = (zone) => entries.filter(([n, v]) => zoneOf(v, t[n]) === zone).map(([n]) => className(n));
+  const ambiguous = names("ambiguous");
+  const alarm = names("alarm");
+  const parts = [];
+  if (ambiguous.length) {
+    parts.push(`<b class="w-ambiguous">Ambiguous: ${escapeHtml(ambiguous.join(", "))}</b> <span class="dim">· the reason for review</span>`);
+  } else if (entries.some(([n]) => t[n])) {
+    const yellow = r.risk && String(r.risk.channel).toUpperCase() === "YELLOW";
+    parts.push(`No class ambiguous${yellow ? " <span class=\"dim\">(here for the YELLOW risk channel)</span>" : ""}`);
+  }
+  if (alarm.length) parts.push(`<b class="w-alarm">At alarm: ${escapeHtml(alarm.join(", "))}</b>`);
+  return parts.join("<br>");
+}
+
 function renderScores(r) {
   const list = $("d-scores");
   const status = $("d-xray-status");
   const detail = $("d-xray-detail");
+  const why = $("d-xray-why");
   if (!r) {
     list.innerHTML = "";
     status.textContent = "";
     status.className = "right";
     detail.hidden = true;
+    why.hidden = true;
+    why.innerHTML = "";
     $("d-model").textContent = "—";
     return;
   }
   const x = r.xray;
+  const thresholds = x.thresholds || {};
   const entries = Object.entries(x.scores || {});
   const top = entries.reduce((m, [, v]) => Math.max(m, v), 0);
   list.innerHTML = entries.length
-    ? entries.map(([name, v]) => `
-      <li class="${v === top && v > 0 ? "rv-top" : ""}">
-        <span class="s-name">${escapeHtml(className(name))}</span>
-        <span class="s-bar"><span class="s-fill" style="width:${(clamp(v, 0, 1) * 100).toFixed(1)}%"></span></span>
-        <span class="s-val num">${v.toFixed(3)}</span>
-      </li>`).join("")
+    ? entries.map(([name, v]) => scoreRow(name, v, thresholds[name], v === top && v > 0)).join("")
     : `<li class="s-none">no scores${x.status === "ok" ? "" : ` (${escapeHtml(x.status)})`}</li>`;
+  why.innerHTML = entries.length ? scoresInWords(r, entries) : "";
+  why.hidden = !why.innerHTML;
   status.textContent = String(x.status).replace(/_/g, " ");
   const tone = { ok: "st-ok", missing: "st-warn", late: "st-warn" }[x.status] || "st-bad";
   status.className = `right badge ${tone}`;
@@ -688,7 +765,7 @@ function renderScores(r) {
   detail.hidden = !(fault && x.detail);
   detail.dataset.tone = tone;
   detail.textContent = fault && x.detail ? x.detail : "";
-  $("d-model").textContent = `model ${x.model_version || "unknown"}`;
+  $("d-model").textContent = `model ${x.model_version || "unknown"} · scores only, no heat map`;
 }
 
 function renderVerdictButtons(it) {
@@ -739,7 +816,7 @@ function showImage(it) {
     return;
   }
   stageMessage("Loading image…", "info");
-  loadImage(hawb).then(
+  loadImage(r).then(
     (img) => {
       if (shown.hawb !== hawb || shown.key !== key) return;
       stageMessage("");
@@ -764,8 +841,8 @@ function tick() {
     const left = Math.max(0, (it.expiresAt - t) / 1000);
     const open = isOpen(it);
     it.li.querySelector(".q-time").textContent = open ? fmtLeft(left) : "";
-    it.li.dataset.level = open ? levelOf(left, it.total) : "gone";
-    it.li.querySelector(".q-fill").style.width = `${open ? clamp((left / it.total) * 100, 0, 100) : 0}%`;
+    it.li.dataset.level = open ? levelOf(left, it.window) : "gone";
+    it.li.querySelector(".q-fill").style.width = `${open ? clamp((left / it.window) * 100, 0, 100) : 0}%`;
   }
   const it = selectedKey ? items.get(selectedKey) : null;
   const clock = $("clock");
@@ -777,10 +854,10 @@ function tick() {
     return;
   }
   const left = Math.max(0, (it.expiresAt - t) / 1000);
-  clock.dataset.level = isOpen(it) ? levelOf(left, it.total) : "gone";
+  clock.dataset.level = isOpen(it) ? levelOf(left, it.window) : "gone";
   $("clock-label").textContent = "Time left before it goes to inspection";
   $("clock-value").textContent = `${fmtLeft(left)} s`;
-  $("clock-fill").style.width = `${clamp((left / it.total) * 100, 0, 100)}%`;
+  $("clock-fill").style.width = `${clamp((left / it.window) * 100, 0, 100)}%`;
 }
 
 // --- verdicts ---------------------------------------------------------------------------------
@@ -872,15 +949,22 @@ function syncTools(v) {
   pressed("t-material", v.materialOn);
   pressed("t-invert", p.invert);
   pressed("t-edge", p.edge);
-  $("t-material").disabled = !!img && !dual;
-  $("t-energy").disabled = !!img && !dual;
+  const single = !!img && !dual;
+  $("t-material").disabled = single;
+  $("t-energy").disabled = single;
+  $("t-material").title = single
+    ? "Material colour needs two energies: this scanner sends one"
+    : "Material colour from dual energy: orange organic, green inorganic, blue metal (M)";
+  $("t-energy").title = single
+    ? "One energy only: this scanner sends a single image"
+    : "Switch between the high- and low-energy image (E)";
   $("t-brightness").value = String(p.brightness);
   $("t-contrast").value = String(p.contrast);
   $("zoom-readout").textContent = v.zoom === 1 ? "fit" : `×${v.zoom.toFixed(v.zoom < 2 ? 2 : 1)}`;
   $("legend").hidden = !v.materialOn;
   const note = $("image-note");
   const notes = [];
-  if (img && !dual) notes.push("single-energy image: no material colour, high = low energy");
+  if (single) notes.push("single-energy scanner: no material colour (it needs two energies)");
   if (v.materialOn && p.energy === "low") notes.push("material colour: brightness from the high energy");
   note.hidden = notes.length === 0;
   note.textContent = notes.join(" · ");

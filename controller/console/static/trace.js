@@ -1,4 +1,4 @@
-import { api, can, header, fmtDuration, fmtTime, escapeHtml } from "/static/common.js";
+import { api, can, header, fmtTime, escapeHtml } from "/static/common.js";
 
 const $ = (id) => document.getElementById(id);
 const CLOSED = ["released", "cleared", "seized", "referred", "exception"];
@@ -67,6 +67,29 @@ function what(r) {
   return parts.join(" · ");
 }
 
+// Durations here count the hub's clock (each record's `ts`, the controller's seconds), as the
+// 150 s target does; the wall times (when each entry was written) may run at another pace, e.g.
+// a twin running faster than real time, so they are only shown, not subtracted.
+const HUB_NOTE = "seconds on the hub's clock (the controller's ts), what the 150 s target counts";
+
+/** Hub seconds as the trace shows them, the unit in the label ("(hub s)"): 4.2, 37.0, 1234. */
+function hubSeconds(seconds) {
+  const s = Number(seconds);
+  if (!Number.isFinite(s)) return "—";
+  const text = Math.abs(s) < 1000 ? Math.abs(s).toFixed(1) : String(Math.round(Math.abs(s)));
+  return s < 0 ? `−${text}` : text;
+}
+
+const parcelKey = (r) => `${r.line} #${r.tracking_id}`;
+
+/** Each parcel's (line and tracking id) first entry, its scan; and the HAWB's first scan. */
+function scans(records) {
+  const first = new Map();
+  for (const r of records) if (r.line && !first.has(parcelKey(r))) first.set(parcelKey(r), r);
+  const scan = records.find((r) => r.kind === "transition" && r.state_to === "scanned") || first.values().next().value || records[0];
+  return { first, scan };
+}
+
 function summary(hawb, records) {
   const parcels = new Map();
   for (const r of records) {
@@ -80,10 +103,13 @@ function summary(hawb, records) {
   }
   const held = records.filter((r) => r.kind === "command" && r.data.accepted && ["hold", "lift"].includes(r.data.command)).pop();
   const cards = [...parcels.entries()].map(([key, p]) => {
-    const took = p.closing ? (new Date(p.closing.wall_time) - new Date(p.first.wall_time)) / 1000 : null;
+    const took = p.closing ? p.closing.ts - p.first.ts : null;
+    const closed = took !== null
+      ? ` · <span class="closed-after" title="${escapeHtml(HUB_NOTE)}">closed after <span class="num">${escapeHtml(hubSeconds(took))}</span> (hub s)</span>`
+      : " · still open";
     return `<div class="kpi"><span class="label">Parcel ${escapeHtml(key)}</span>
       <span class="value">${stateBadge(p.state)}</span>
-      <span class="detail">first seen ${escapeHtml(fmtTime(p.first.wall_time))}${took !== null ? ` · closed after ${escapeHtml(fmtDuration(took))}` : " · still open"}</span></div>`;
+      <span class="detail">first seen ${escapeHtml(fmtTime(p.first.wall_time))}${closed}</span></div>`;
   }).join("");
   const holdNote = held
     ? held.data.command === "hold"
@@ -116,13 +142,14 @@ async function trace(hawb) {
     return;
   }
   document.title = `${hawb} · Trace · CargoGate`;
-  const t0 = new Date(records[0].wall_time);
+  // since the scan of the entry's own parcel; entries of no parcel (holds) since the first scan
+  const { first, scan } = scans(records);
   const rows = records.map((r) => {
-    const since = (new Date(r.wall_time) - t0) / 1000;
+    const since = r.ts - (r.line && first.has(parcelKey(r)) ? first.get(parcelKey(r)) : scan).ts;
     const reasons = r.reasons.map((x) => `<span class="reason" title="code ${escapeHtml(x.code)} · ${escapeHtml(x.name)}">${escapeHtml(humanReason(x.name))}</span>`).join(" ");
     return `<tr class="kind-${escapeHtml(r.kind)}">
       <td class="nowrap">${escapeHtml(fmtTime(r.wall_time))}</td>
-      <td class="num muted">+${escapeHtml(fmtDuration(since))}</td>
+      <td class="num muted since-scan">${since < 0 ? "" : "+"}${escapeHtml(hubSeconds(since))}</td>
       <td><span class="kind">${escapeHtml(KIND_LABEL[r.kind] || r.kind)}</span></td>
       <td class="nowrap">${r.line ? `${escapeHtml(r.line)} <span class="muted">#${escapeHtml(r.tracking_id)}</span>` : ""}</td>
       <td class="nowrap">${r.state_from ? `${escapeHtml(r.state_from.replace(/_/g, " "))} → ` : ""}${stateBadge(r.state_to)}</td>
@@ -132,7 +159,7 @@ async function trace(hawb) {
   }).join("");
   result.innerHTML = summary(hawb, records) + `<section class="panel section-gap">
     <h2>Timeline <span class="right muted">oldest first · policy ${escapeHtml(records.find((r) => r.policy_version)?.policy_version || "—")}</span></h2>
-    <div class="table-wrap"><table class="timeline"><thead><tr><th>Time</th><th class="num">Since scan</th><th>What</th><th>Line #id</th><th>State</th><th>Detail</th><th>Who</th></tr></thead>
+    <div class="table-wrap"><table class="timeline"><thead><tr><th>Time</th><th class="num" title="${escapeHtml(HUB_NOTE)}">Since scan <span class="unit">(hub s)</span></th><th>What</th><th>Line #id</th><th>State</th><th>Detail</th><th>Who</th></tr></thead>
     <tbody>${rows}</tbody></table></div></section>`;
 }
 
