@@ -38,6 +38,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports  # the layering contracts in pyproject.toml [tool.importlinter]
 
 bench: $(STAMP)
+	$(BIN)/python bench/console.py
 	$(BIN)/python bench/decision_path.py
 	$(BIN)/python bench/inference.py
 	$(BIN)/python bench/model_eval.py
