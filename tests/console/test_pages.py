@@ -197,8 +197,9 @@ def test_a_viewer_sees_no_actions_and_the_api_refuses_one(
     expect(page.locator("#denied")).to_be_visible()
     for outcome in ("cleared", "seized", "referred"):
         expect(page.locator(f'[data-outcome="{outcome}"]')).to_be_disabled()
-    for name in ("Review", "Inspection", "Audit"):
+    for name in ("Inspection", "Audit"):
         expect(page.locator("#top .nav-link.disabled", has_text=name)).to_be_visible()
+    expect(page.locator('#top a.nav-link[href="/review"]')).to_be_visible()  # read-only there
 
     page.goto(f"{console_site.url}/audit")
     expect(page.locator("#denied")).to_be_visible()
@@ -466,6 +467,15 @@ def test_trace_a_parcel_from_the_overview_and_an_unknown_hawb(
     expect(timeline).to_contain_text("Scan")
     expect(timeline).to_contain_text("Decision")
     expect(timeline.locator(".reason").first).to_be_visible()
+    # "since scan" counts the hub's clock (each record's ts), not the wall times
+    expect(timeline.locator("thead")).to_contain_text("Since scan (hub s)")
+    with console_site.login("viewer") as client:
+        records = client.get(f"/api/v1/parcels/{hawb}").json()
+    shown = timeline.locator("td.since-scan").all_inner_texts()
+    assert 2 <= len(shown) <= len(records)
+    assert [hub_seconds(text) for text in shown] == pytest.approx(
+        [r["ts"] - records[0]["ts"] for r in records[: len(shown)]], abs=0.051
+    )
 
     # the top bar names the site from the session: the trace page reads no overview
     with console_site.login("viewer") as client:
@@ -473,8 +483,45 @@ def test_trace_a_parcel_from_the_overview_and_an_unknown_hawb(
     expect(page.locator("#site-name")).to_have_text(site)
     assert api_requests(page, "/api/v1/overview") == []
 
+    # a parcel released at its divert: closed after its hub seconds from scan to release
+    # (the twin runs at twice real time here: the wall times are half as far apart)
+    released = released_parcel(console_site)
+    page.goto(f"{console_site.url}/trace?hawb={released['hawb']}")
+    closed = page.locator(".trace-summary .closed-after")
+    expect(closed).to_have_count(1)
+    with console_site.login("viewer") as client:
+        records = client.get(f"/api/v1/parcels/{released['hawb']}").json()
+    took = released["ts"] - records[0]["ts"]
+    text = closed.inner_text()
+    match = re.fullmatch(r"closed after (\S+) \(hub s\)", text)
+    assert match, text
+    assert hub_seconds(match[1]) == pytest.approx(took, abs=0.051)
+    walls = [datetime.fromisoformat(r["wall_time"]) for r in (records[0], released)]
+    assert abs((walls[1] - walls[0]).total_seconds() - took) > 0.2, "hub and wall times agree"
+
     page.locator("#hawb").fill("NO-SUCH-HAWB-1")
     page.keyboard.press("Enter")
     expect(page).to_have_url(re.compile(r"hawb=NO-SUCH-HAWB-1"))
     expect(page.locator(".notfound")).to_contain_text("No record of this HAWB")
     no_js_errors(page)
+
+
+def hub_seconds(shown: str) -> float:
+    """Hub seconds as the trace shows them (``+4.2``, ``−0.3``, ``1234``)."""
+    return float(shown.strip().lstrip("+").replace("−", "-"))
+
+
+def released_parcel(site: ConsoleSite) -> dict[str, Any]:
+    """The journal entry of a parcel's release at its divert, the latest one (waiting for
+    the twin to release one if need be)."""
+    with site.login("supervisor") as client:
+        until = time.monotonic() + 30
+        while True:
+            records = client.get(
+                "/api/v1/audit", params={"kind": "confirmation", "limit": 50}
+            ).json()["records"]
+            for record in records:
+                if record["state_to"] == "released":
+                    return dict(record)
+            assert time.monotonic() < until, "the twin released no parcel within 30 s"
+            time.sleep(0.5)

@@ -37,9 +37,9 @@ function fmtLeft(seconds) {
 
 /** green, amber or red by the share of the review window left (time_left_s / window_s), and
  * red in the last 1.5 s, amber in the last 3 s whatever the window. */
-function levelOf(left, window) {
+function levelOf(left, span) {
   if (left <= 0) return "gone";
-  const frac = window > 0 ? left / window : 0;
+  const frac = span > 0 ? left / span : 0;
   if (left <= 1.5 || frac <= 0.25) return "red";
   if (left <= 3 || frac <= 0.5) return "amber";
   return "green";
