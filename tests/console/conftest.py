@@ -61,7 +61,7 @@ class ConsoleSite:
 
 
 def console_config(tmp: Path, speed: float = 2.0, **overrides: Any) -> dict[str, Any]:
-    raw = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
+    raw: dict[str, Any] = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
     raw["store"] = {"journal_path": str(tmp / "journal.sqlite"), "group_commit_ms": 2}
     raw["commands"] = {"enabled": False}
     raw["console"] = {"port": 0, "live_every_s": 0.25}

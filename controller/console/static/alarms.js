@@ -1,22 +1,10 @@
-import { api, can, header, live, since, toast, fmtDuration, fmtTime, escapeHtml } from "/static/common.js";
+import { render, api, can, header, live, since, toast, fmtDuration, fmtTime, escapeHtml } from "/static/common.js";
 
 const $ = (id) => document.getElementById(id);
 const PAGE = 50;
 let offset = 0;
 let lastActive = [];
 let ackSource = null;
-
-function render(el, html) {
-  if (el._html === html) return;
-  const active = document.activeElement;
-  const key = active && el.contains(active) ? active.dataset.key : null;
-  el.innerHTML = html;
-  el._html = html;
-  if (key) {
-    const again = el.querySelector(`[data-key="${CSS.escape(key)}"]`);
-    if (again) again.focus();
-  }
-}
 
 const SEV_ORDER = { critical: 0, warning: 1, info: 2 };
 

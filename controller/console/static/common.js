@@ -15,6 +15,21 @@
 let _session = null;
 let _sessionPromise = null;
 
+/** Replace ``el``'s content with ``html`` (escaped by the caller) when it changed, keeping
+ * the keyboard focus on the element with the same ``data-key``: live updates must not
+ * steal an operator's focus. */
+export function render(el, html) {
+  if (el._html === html) return;
+  const active = document.activeElement;
+  const key = active && el.contains(active) ? active.dataset.key : null;
+  el.innerHTML = html;
+  el._html = html;
+  if (key) {
+    const again = el.querySelector(`[data-key="${CSS.escape(key)}"]`);
+    if (again) again.focus();
+  }
+}
+
 export function escapeHtml(s) {
   if (s === null || s === undefined) return "";
   return String(s)

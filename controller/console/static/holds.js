@@ -1,21 +1,9 @@
-import { api, can, header, live, since, toast, fmtDuration, fmtTime, escapeHtml } from "/static/common.js";
+import { render, api, can, header, live, since, toast, fmtDuration, fmtTime, escapeHtml } from "/static/common.js";
 
 const $ = (id) => document.getElementById(id);
 let holds = [];
 let count = null;
 let liftHawb = null;
-
-function render(el, html) {
-  if (el._html === html) return;
-  const active = document.activeElement;
-  const key = active && el.contains(active) ? active.dataset.key : null;
-  el.innerHTML = html;
-  el._html = html;
-  if (key) {
-    const again = el.querySelector(`[data-key="${CSS.escape(key)}"]`);
-    if (again) again.focus();
-  }
-}
 
 function renderHolds() {
   $("hold-count").textContent = String(holds.length);

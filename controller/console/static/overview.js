@@ -1,4 +1,4 @@
-import { header, live, since, fmtDuration, fmtShare, fmtTime, escapeHtml } from "/static/common.js";
+import { render, header, live, since, fmtDuration, fmtShare, fmtTime, escapeHtml } from "/static/common.js";
 
 const $ = (id) => document.getElementById(id);
 const HISTORY = 600; // live values kept per KPI for its trend (10 min at one update a second)
@@ -11,18 +11,6 @@ let last = null;
 
 /** Replace a container's HTML only when it changed, and put the keyboard focus back on the
  *  element with the same data-key (live updates must not steal focus from an operator). */
-function render(el, html) {
-  if (el._html === html) return;
-  const active = document.activeElement;
-  const key = active && el.contains(active) ? active.dataset.key : null;
-  el.innerHTML = html;
-  el._html = html;
-  if (key) {
-    const again = el.querySelector(`[data-key="${CSS.escape(key)}"]`);
-    if (again) again.focus();
-  }
-}
-
 function linkClass(link) {
   return { up: "st-ok", degraded: "st-warn", connecting: "st-warn", down: "st-bad" }[link] || "st-warn";
 }
