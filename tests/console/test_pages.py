@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlparse, urlsplit
 
 import httpx
 import pytest
@@ -459,9 +459,9 @@ def test_trace_a_parcel_from_the_overview_and_an_unknown_hawb(
     page.goto(f"{console_site.url}/overview")
     first = page.locator("#open a").first
     expect(first).to_be_visible()
-    hawb = first.inner_text()
-    first.click()
+    first.click()  # the live list may reorder meanwhile: the HAWB is whichever was clicked
     expect(page).to_have_url(re.compile(r"/trace\?hawb="))
+    hawb = parse_qs(urlparse(page.url).query)["hawb"][0]
     expect(page.locator(".trace-head h1")).to_have_text(hawb)
     timeline = page.locator("table.timeline")
     expect(timeline).to_contain_text("Scan")
