@@ -26,6 +26,7 @@ from controller.app.command_channel import CommandChannel
 from controller.app.parts import Plant, assemble
 from controller.app.registry import Registry, default_registry
 from controller.app.site import SiteConfig
+from controller.app.systemd import Notifier
 from controller.console.app import create_app
 from controller.console.context import ConsoleContext
 from controller.console.schemas import ThresholdOut
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 
 CLOSE_LIMIT_S = 10.0
 """How long one part may take to stop before the shutdown moves on without it."""
+READY_WAIT_S = 30.0
+"""How long start-up waits for the sorters' links before telling systemd it is ready anyway."""
 SHIP_LIMIT_S = 10.0
 """How long the forwarder may ship the journal tail at shutdown (the rest goes next start)."""
 
@@ -228,11 +231,14 @@ class Services:
             async with self:
                 return await self.run(duration_s, stop, report, report_every_s)
         stop = stop or asyncio.Event()
+        notifier = Notifier()
         async with asyncio.TaskGroup() as group:
             background = [
                 group.create_task(work, name=name)
                 for name, work in self._background(report, report_every_s)
             ]
+            if notifier.enabled:
+                background.append(group.create_task(self._systemd(notifier), name="systemd"))
             serving = group.create_task(self.controller.run(), name="controller")
             playing = group.create_task(self.plant.play(duration_s, stop), name="plant")
             stopping = group.create_task(stop.wait(), name="stop")
@@ -240,6 +246,7 @@ class Services:
             if not stop.is_set() and playing.done() and not serving.done():
                 # the plant ended its sorters' streams: let the lines finish what it sent
                 await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            notifier.notify("STOPPING=1")
             for task in (serving, playing, stopping, *background):
                 task.cancel()
         final = self.snapshot()
@@ -265,6 +272,29 @@ class Services:
         if report is not None:
             work.append(("report", self._report(report, every_s)))
         return work
+
+    async def _systemd(self, notifier: Notifier) -> None:
+        """Tell systemd the site is ready once its sorters' links are up (or after
+        :data:`READY_WAIT_S`, saying which are not), then feed its watchdog while the
+        journal writer runs."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + READY_WAIT_S
+        while (down := self._sorters_down()) and loop.time() < until:  # noqa: ASYNC110 (links are plain attributes, polled)
+            await asyncio.sleep(0.2)
+        status = f"serving {len(self.config.lines)} line(s)"
+        notifier.notify(
+            "READY=1", f"STATUS={status}" + (f"; not up: {', '.join(down)}" if down else "")
+        )
+        await notifier.watchdog(
+            lambda: "" if self.journal.writing else "the journal writer has stopped"
+        )
+
+    def _sorters_down(self) -> list[str]:
+        return [
+            line
+            for line, sorter in self.parts.sorters.items()
+            if getattr(sorter, "link_state", LinkState.UP) is not LinkState.UP
+        ]
 
     async def _report(self, report: Reporter, every_s: float) -> None:
         while True:

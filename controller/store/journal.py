@@ -173,6 +173,11 @@ class SqliteJournal:
         return self._failed_batches
 
     @property
+    def writing(self) -> bool:
+        """Whether the writer thread is running (it stops only on close or a fatal error)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def last_seq(self) -> int:
         """The ``seq`` of the newest committed entry (0 when the site has none)."""
         return self._next_seq - 1
