@@ -149,12 +149,13 @@ class Services:
         answers its searches, the site's database keeps its users."""
         config = self.config
         audit = SqlAuditLog(config.store.journal_path, config.site.id)
+        users = SqlUserDirectory(config.store.journal_path)
         ctx = ConsoleContext(
             settings=config.console,
             read=self.snapshot,
             commands=self.controller,
             audit=audit,
-            users=SqlUserDirectory(config.store.journal_path),
+            users=users,
             lane_kinds={
                 line.id: {lane.id: str(lane.kind) for lane in line.lanes} for line in config.lines
             },
@@ -162,6 +163,7 @@ class Services:
             images=self.parts.images,
             ready=lambda: self.started,
             parcels=self.controller.parcels,
+            clock=self.clock.now,
             thresholds={
                 name: ThresholdOut(clear=c.clear, alarm=c.alarm)
                 for name, c in config.policy.classes.items()
@@ -172,6 +174,7 @@ class Services:
                 yield server
         finally:
             await audit.aclose()
+            await asyncio.to_thread(users.close)
 
     async def _ship_tail(self, forwarder: JournalForwarder) -> None:
         """Ship what the central database still lacks, for at most :data:`SHIP_LIMIT_S`;

@@ -9,6 +9,7 @@ command is a 409 with the controller's reason.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -71,8 +72,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _REFUSED: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorOut, "description": "refused by the controller; the message says why"}
 }
-_HAWB = Annotated[str, Query(min_length=1, max_length=32, pattern=r"^[\x21-\x7e]+$")]
-_LINE = Annotated[str, Query(min_length=1, max_length=16)]
 _LinePath = Annotated[str, Path(min_length=1, max_length=16)]
 _TrackingPath = Annotated[int, Path(ge=0, le=0xFFFFFFFF)]
 _Line = Annotated[str | None, Query(max_length=16)]
@@ -83,6 +82,8 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "no journal entry"}
 }
 _CSV: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {}}}}
+log = logging.getLogger(__name__)
+
 MAX_PAGE = 10_000
 """The most records one search returns (the audit log's own cap)."""
 MAX_EXPORT = 1_000_000
@@ -119,9 +120,11 @@ def router(ctx: ConsoleContext) -> APIRouter:
 
     @api.post("/session", tags=["session"], responses={429: {"description": "too many tries"}})
     async def login(body: LoginIn, request: Request, response: Response) -> SessionOut:
-        """Log in: sets the session cookie; send ``csrf`` back in ``X-CSRF-Token``."""
+        """Log in: sets the session cookie; send ``csrf`` back in ``X-CSRF-Token``. A session
+        the browser still held is closed (a shared station changes hands)."""
         client = request.client.host if request.client else "unknown"
         session = await ctx.sessions.login(body.user, body.password, client)
+        ctx.sessions.logout(request.cookies.get(COOKIE))
         response.set_cookie(
             COOKIE,
             session.token,
@@ -131,14 +134,16 @@ def router(ctx: ConsoleContext) -> APIRouter:
             secure=ctx.settings.tls,
             path="/",
         )
+        response.headers["Cache-Control"] = "no-store"
         return _session_out(session, ctx.current()[0].site)
 
     @api.get("/session", tags=["session"])
-    async def whoami(session: Viewer) -> SessionOut:
+    async def whoami(session: Viewer, response: Response) -> SessionOut:
+        response.headers["Cache-Control"] = "no-store"  # it carries the CSRF token
         return _session_out(session, ctx.current()[0].site)
 
     @api.delete("/session", tags=["session"], status_code=204)
-    async def logout(request: Request, response: Response) -> None:
+    async def logout(request: Request, response: Response, _: Viewer) -> None:
         ctx.sessions.logout(request.cookies.get(COOKIE))
         response.delete_cookie(COOKIE, path="/")
 
@@ -155,11 +160,12 @@ def router(ctx: ConsoleContext) -> APIRouter:
         response_class=StreamingResponse,
         responses={503: {"description": "too many live clients"}},
     )
-    async def live(_: Viewer) -> StreamingResponse:
+    async def live(request: Request, _: Viewer) -> StreamingResponse:
         """Server-Sent Events: the overview now and at every tick. A browser that falls
         behind is dropped (its EventSource reconnects)."""
         try:
-            events = ctx.broadcaster.events()
+            token = request.cookies.get(COOKIE)
+            events = ctx.broadcaster.events(lambda: ctx.sessions.peek(token) is not None)
         except TooManyClientsError as exc:
             raise HTTPException(503, str(exc)) from None
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
@@ -297,8 +303,9 @@ def router(ctx: ConsoleContext) -> APIRouter:
 
     @api.get("/reviews", tags=["officers"])
     async def reviews(_: Viewer) -> list[ReviewOut]:
-        """Parcels waiting for an officer's verdict, least time left first."""
-        return ctx.overview().reviews
+        """Parcels waiting for an officer's verdict, least time left first (as of the
+        overview's ``taken_at``, at most one live tick ago)."""
+        return ctx.current()[0].reviews
 
     @api.post("/lines/{line}/parcels/{tracking_id}/verdict", tags=["officers"], responses=_REFUSED)
     async def verdict(
@@ -314,6 +321,7 @@ def router(ctx: ConsoleContext) -> APIRouter:
             tracking_id=tracking_id,
             outcome=body.outcome,
             note=body.note,
+            hawb=body.hawb,
         )
         return await _execute(command)
 
@@ -326,16 +334,19 @@ def router(ctx: ConsoleContext) -> APIRouter:
     async def image(
         hawb: str,
         _: Viewer,
+        tracking_id: Annotated[int, Query(ge=0, le=0xFFFFFFFF)],
         energy: Annotated[Energy, Query()] = "high",
     ) -> Response:
-        """The scanner's image of the HAWB as an 8-bit PNG of one energy."""
+        """The scanner's image of one parcel (its HAWB and tracking id: a HAWB may cover
+        several pieces) as an 8-bit PNG of one energy."""
         _check_hawb(hawb)
-        png = None if ctx.images is None else await asyncio.to_thread(ctx.images.png, hawb, energy)
-        if png is None:
-            raise HTTPException(404, f"no image kept for HAWB {hawb!r}")
-        return Response(
-            png, media_type="image/png", headers={"Cache-Control": "private, max-age=600"}
+        shelf = ctx.images
+        png = (
+            None if shelf is None else await asyncio.to_thread(shelf.png, hawb, tracking_id, energy)
         )
+        if png is None:
+            raise HTTPException(404, f"no image kept for HAWB {hawb!r}, tracking id {tracking_id}")
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     @api.post("/inspections", tags=["officers"], responses=_REFUSED)
     async def inspection(body: InspectionIn, session: Inspector) -> InspectionOut:
@@ -344,11 +355,14 @@ def router(ctx: ConsoleContext) -> APIRouter:
             user=session.user, hawb=body.hawb, outcome=body.outcome, note=body.note
         )
         result = await _execute(command)
-        page = await ctx.audit.search(AuditQuery(hawb=body.hawb, limit=10_000))
+        try:
+            page = await ctx.audit.search(AuditQuery(hawb=body.hawb, limit=MAX_PAGE))
+            clearance = _clearance_s(page.records) if page.records else None
+        except Exception:  # the outcome is recorded: a failed look-up only loses the figure
+            log.exception("clearance time of HAWB %s not found", body.hawb)
+            clearance = None
         return InspectionOut(
-            accepted=result.accepted,
-            message=result.message,
-            clearance_s=_clearance_s(page.records) if page.records else None,
+            accepted=result.accepted, message=result.message, clearance_s=clearance
         )
 
     # --- the audit ------------------------------------------------------------------------
@@ -390,7 +404,9 @@ def router(ctx: ConsoleContext) -> APIRouter:
         return AuditPageOut(total=page.total, records=[RecordOut.of(r) for r in page.records])
 
     async def _execute(command: Command) -> CommandOut:
-        result = await ctx.commands.execute(command)
+        # shielded: a browser that goes away (or a console that stops) mid-command must not
+        # leave a command journalled as accepted with its effect never applied
+        result = await asyncio.shield(ctx.commands.execute(command))
         if not result.accepted:
             raise HTTPException(409, result.message)
         return CommandOut(accepted=True, message=result.message)

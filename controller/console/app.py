@@ -36,17 +36,16 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
         title="CargoGate console API",
         version="1",
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        docs_url=None,  # Swagger UI loads from a CDN, which a hub network cannot reach
         redoc_url=None,
     )
     app.state.ctx = ctx
-    app.state.sessions = ctx.sessions
     app.include_router(api.router(ctx))
     _errors(app)
     registry = metrics_registry(ctx.read)
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
+    async def metrics() -> Response:  # on the loop: the collector reads live objects
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", include_in_schema=False)

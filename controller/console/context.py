@@ -59,6 +59,8 @@ class ConsoleContext:
     ready: Callable[[], bool] = _always
     parcels: ParcelFinder | None = None
     """Open parcels by line and state, oldest first (default: the snapshot's oldest)."""
+    clock: Callable[[], float] | None = None
+    """The controller's clock (default: read from a snapshot)."""
     thresholds: Mapping[str, ThresholdOut] = field(default_factory=dict)
     """The policy's clear and alarm thresholds per X-ray class, shown beside the scores."""
     sessions: Sessions = field(init=False)
@@ -90,7 +92,8 @@ class ConsoleContext:
         return overview, encoded
 
     def moment(self) -> Moment:
-        return Moment(self.read().controller.clock_s, datetime.now(UTC), self.speed)
+        now = self.clock() if self.clock is not None else self.read().controller.clock_s
+        return Moment(now, datetime.now(UTC), self.speed)
 
     def open_parcels(self, line: str | None, state: str | None, limit: int) -> Sequence[ParcelView]:
         if self.parcels is not None:
@@ -117,7 +120,9 @@ class ConsoleContext:
             links={name: str(state) for name, state in view.links.items()},
             alarms=[AlarmOut.of(alarm, at) for alarm in view.alarms],
             reviews=[
-                ReviewOut.of(r, at, self.thresholds, images.energies(r.hawb) if images else 0)
+                ReviewOut.of(
+                    r, at, self.thresholds, images.energies(r.hawb, r.tracking_id) if images else 0
+                )
                 for r in view.reviews
             ],
             open_parcels=view.open_parcels,

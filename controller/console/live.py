@@ -77,6 +77,12 @@ class Broadcaster:
             except asyncio.QueueFull:
                 self._drop(queue)
 
+    def close(self) -> None:
+        """End every stream now and take no new ones (the console is stopping)."""
+        self.max_clients = 0
+        for queue in list(self._clients):
+            self._drop(queue)
+
     def _drop(self, queue: asyncio.Queue[bytes]) -> None:
         self._clients.discard(queue)
         self.dropped += 1
@@ -84,9 +90,10 @@ class Broadcaster:
             queue.get_nowait()
         queue.put_nowait(_GONE)
 
-    def events(self) -> AsyncIterator[bytes]:
+    def events(self, alive: Callable[[], bool] = lambda: True) -> AsyncIterator[bytes]:
         """Server-Sent Events for one browser: the latest view at once, then each new one,
-        until it falls behind (dropped) or goes away. Raises :class:`TooManyClientsError`
+        until it falls behind (dropped), goes away, or ``alive()`` turns False (its session
+        ended). Raises :class:`TooManyClientsError`
         here, before the response starts, so that the API can still answer 503."""
         if len(self._clients) >= self.max_clients:
             raise TooManyClientsError(f"{self.max_clients} live clients already connected")
@@ -94,14 +101,16 @@ class Broadcaster:
         if self.latest:
             queue.put_nowait(self.latest)  # the current view at once, then each new one
         self._clients.add(queue)
-        return self._stream(queue)
+        return self._stream(queue, alive)
 
-    async def _stream(self, queue: asyncio.Queue[bytes]) -> AsyncIterator[bytes]:
+    async def _stream(
+        self, queue: asyncio.Queue[bytes], alive: Callable[[], bool]
+    ) -> AsyncIterator[bytes]:
         try:
             yield b"retry: 2000\n\n"
             while True:
                 message = await queue.get()
-                if message == _GONE:
+                if message == _GONE or not alive():
                     return
                 yield b"data: " + message + b"\n\n"
         finally:

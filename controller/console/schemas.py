@@ -275,7 +275,8 @@ class ReviewOut(_Out):
     risk: RiskOut | None
     xray: XrayOut
     image: bool
-    """Whether the scanner's image is at hand (``GET /api/v1/images/{hawb}``)."""
+    """Whether the scanner's image is at hand
+    (``GET /api/v1/images/{hawb}?tracking_id=...``)."""
     energies: int
     """How many energies the image has: 2 for a dual-energy scanner, 1, or 0 without one."""
 
@@ -472,6 +473,8 @@ class InspectionIn(_In):
 
 class VerdictIn(_In):
     outcome: ReviewOutcome
+    hawb: _Hawb
+    """The HAWB the officer looked at: a tracking id that now names another parcel refuses."""
     note: _Note = ""
 
 

@@ -97,6 +97,7 @@ class ConsoleServer:
         await self._stop()
 
     async def _stop(self) -> None:
+        self.app.state.ctx.broadcaster.close()  # open live streams end before uvicorn waits
         if self._server is not None:
             self._server.should_exit = True
         if not self._tasks:

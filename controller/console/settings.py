@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Self
 
@@ -29,14 +30,35 @@ class ConsoleSettings(Strict):
     session_h: Annotated[float, Field(gt=0, le=24 * 7)] = 12.0
     """A login lasts this long (a shift), then the browser must log in again."""
     login_attempts_per_min: Annotated[int, Field(ge=1, le=1000)] = 5
-    """Failed logins allowed per user name and per client address each minute."""
+    """Failed logins allowed per account from one address each minute (ten times that per
+    address)."""
+    allow_insecure_http: bool = False
+    """Serve plain HTTP beyond this host (passwords and sessions in clear on the network):
+    only behind a TLS-terminating proxy on the same host, or on a closed test bench."""
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Self:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together: give both or neither")
+        if (
+            self.enabled
+            and not self.tls
+            and not _loopback(self.host)
+            and not self.allow_insecure_http
+        ):
+            raise ValueError(
+                f"host {self.host!r} serves the hub's network: give tls_cert and tls_key "
+                "(or allow_insecure_http: true behind a TLS proxy)"
+            )
         return self
 
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -61,6 +61,9 @@ class RecordVerdict(_Command):
     tracking_id: _TrackingId
     outcome: ReviewOutcome
     note: _Note = ""
+    hawb: Annotated[str, Field(max_length=32, pattern=r"^[\x21-\x7e]*$")] = ""
+    """The HAWB the officer saw; when given, a tracking id that now names another parcel
+    refuses the verdict."""
 
 
 class AcknowledgeAlarm(_Command):

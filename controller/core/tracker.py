@@ -577,6 +577,11 @@ class LineTracker:
                 f"parcel {command.tracking_id} on {self.line.id} is not awaiting a review "
                 "(decided already, past its cutoff, or unknown)"
             )
+        if command.hawb and command.hawb != pending.parcel.hawb:
+            return Refused(
+                f"parcel {command.tracking_id} on {self.line.id} is HAWB "
+                f"{pending.parcel.hawb!r}, not {command.hawb!r}: the verdict was for another parcel"
+            )
 
         def commit(at: float) -> list[Effect] | Refused:
             if pending.phase is not Phase.REVIEWING or at >= pending.cutoff:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -232,7 +233,8 @@ class OnnxXrayService:
             result = await self.score(image.pixels)
             if result.status is XrayStatus.BAD_IMAGE:
                 result = XrayResult.fault(result.status, f"{image.source}: {result.detail}")
-        self._notify(image, result)
+        # listeners learn the parcel the image was scored for (the scanner may not know it)
+        self._notify(dataclasses.replace(image, tracking_id=tracking_id), result)
         return result
 
     async def score(self, pixels: object) -> XrayResult:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
 import pytest
 
+from controller.console.passwords import hash_password
+from controller.core.users import Role, User
 from tests.console.conftest import PASSWORD, ConsoleSite
 
 
@@ -171,3 +174,59 @@ def test_an_officer_closes_a_parcel_waiting_at_inspection_and_sees_its_clearance
                 assert answer.status_code == 409, answer.text
             time.sleep(0.5)
     pytest.fail("no parcel waited at inspection within 40 s")
+
+
+def test_a_verdict_for_a_tracking_id_that_names_another_hawb_is_refused(
+    console_site: ConsoleSite,
+) -> None:
+    """The officer saw one parcel; the verdict must not land on another under the same id."""
+    until = time.monotonic() + 30
+    with console_site.login("officer") as client:
+        while time.monotonic() < until:
+            waiting = client.get("/api/v1/reviews").json()
+            if waiting:
+                review = waiting[0]
+                url = f"/api/v1/lines/{review['line']}/parcels/{review['tracking_id']}/verdict"
+                answer = client.post(url, json={"outcome": "clear", "hawb": "SOMEONE-ELSE"})
+                assert answer.status_code == 409
+                assert (
+                    "another parcel" in answer.json()["error"]
+                    or "not awaiting" in (answer.json()["error"])
+                )
+                return
+            time.sleep(0.2)
+    pytest.fail("no parcel waited for review within 30 s")
+
+
+def test_concurrent_wrong_passwords_cannot_pass_the_limit_together(
+    console_site: ConsoleSite,
+) -> None:
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(base_url=console_site.url, timeout=30) as client:
+            answers = await asyncio.gather(
+                *(
+                    client.post("/api/v1/session", json={"user": "admin", "password": "x" * 12})
+                    for _ in range(20)
+                )
+            )
+        return [a.status_code for a in answers]
+
+    codes = asyncio.run(burst())
+    assert codes.count(401) <= 5  # the per-minute limit, however many come at once
+    assert set(codes) <= {401, 429, 503}
+    # the admin can still log in from another address: the lockout is per account and address
+    # (every test client here shares 127.0.0.1, so only the count above is checked)
+
+
+def test_a_disabled_user_loses_the_open_session(console_site: ConsoleSite) -> None:
+    from controller.store.users import SqlUserDirectory
+
+    users = SqlUserDirectory(console_site.journal)
+    users.save_sync(User("temp-officer", Role.OFFICER, hash_password(PASSWORD)))
+    with console_site.login("temp-officer") as client:
+        assert client.get("/api/v1/session").status_code == 200
+        users.update_sync("temp-officer", active=False)
+        users.close()
+        sessions = console_site.services.console.app.state.ctx.sessions  # type: ignore[union-attr]
+        sessions.recheck_s = 0.0
+        assert client.get("/api/v1/session").status_code == 401

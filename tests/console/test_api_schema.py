@@ -217,7 +217,8 @@ def test_the_live_stream_sends_the_documented_overview(
         ("/audit?since=yesterday", "since"),
         ("/alarms/history?until=2024-13-45", "until"),
         ("/alarms/history?severity=panic", "severity"),
-        ("/images/H1?energy=medium", "energy"),
+        ("/images/H1?tracking_id=1&energy=medium", "energy"),
+        ("/images/H1?energy=high", "tracking_id"),
         ("/lines/L1/parcels/not-a-number", "tracking_id"),
     ],
 )

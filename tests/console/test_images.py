@@ -19,28 +19,41 @@ def _decoded(png: bytes | None) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)))
 
 
+def _image(hawb: str, tid: int | None, pixels: np.ndarray | None) -> ScanImage:
+    return ScanImage(hawb, tid, "scanner", 0.0, pixels)
+
+
 def test_dual_energy_images_keep_one_scale_so_their_ratio_survives() -> None:
     shelf = ImageShelf()
-    low = np.full((4, 6), 16384, np.uint16)  # a quarter of full scale: attenuates more
-    high = np.full((4, 6), 32768, np.uint16)
-    shelf(ScanImage("H1", 7, "scanner", 0.0, np.stack([low, high])), OK)
-    assert shelf.energies("H1") == 2
-    assert int(_decoded(shelf.png("H1", "low"))[0, 0]) == 63
-    assert int(_decoded(shelf.png("H1", "high"))[0, 0]) == 127
+    low = np.full((4, 6), 1024, np.uint16)  # a 12-bit detector: a quarter of the open belt
+    high = np.full((4, 6), 2048, np.uint16)
+    high[0, 0] = 4095  # open belt
+    shelf(_image("H1", 7, np.stack([low, high])), OK)
+    assert shelf.energies("H1", 7) == 2
+    assert int(_decoded(shelf.png("H1", 7, "low"))[1, 1]) == 63
+    assert int(_decoded(shelf.png("H1", 7, "high"))[1, 1]) == 127
+    assert int(_decoded(shelf.png("H1", 7, "high"))[0, 0]) == 255
 
 
-def test_single_energy_serves_the_same_image_for_both_and_unknown_is_none() -> None:
+def test_pieces_of_one_hawb_keep_their_own_images() -> None:
     shelf = ImageShelf()
-    shelf(ScanImage("H2", None, "scanner", 0.0, np.full((3, 3), 255, np.uint8)), OK)
-    assert shelf.energies("H2") == 1
-    assert (_decoded(shelf.png("H2", "low")) == _decoded(shelf.png("H2", "high"))).all()
-    assert shelf.png("NOPE") is None
-    assert shelf.energies("NOPE") == 0
+    shelf(_image("MULTI", 1, np.zeros((2, 2), np.uint8)), OK)
+    shelf(_image("MULTI", 2, np.full((2, 2), 200, np.uint8)), OK)
+    assert int(_decoded(shelf.png("MULTI", 1))[0, 0]) == 0
+    assert int(_decoded(shelf.png("MULTI", 2))[0, 0]) == 255
+    assert shelf.png("MULTI", 3) is None
+    assert shelf.energies("MULTI", 3) == 0
 
 
-def test_only_the_latest_images_are_kept_and_failed_images_not_at_all() -> None:
+def test_the_shelf_is_bounded_by_count_and_bytes_and_skips_failed_images() -> None:
     shelf = ImageShelf(keep=2)
-    for hawb in ("A", "B", "C"):
-        shelf(ScanImage(hawb, None, "scanner", 0.0, np.zeros((2, 2), np.uint8)), OK)
-    shelf(ScanImage("D", None, "scanner", 0.0, None, error="truncated file"), OK)
-    assert [hawb in shelf for hawb in "ABCD"] == [False, True, True, False]
+    for tid in (1, 2, 3):
+        shelf(_image("A", tid, np.zeros((2, 2), np.uint8)), OK)
+    shelf(ScanImage("D", 4, "scanner", 0.0, None, error="truncated file"), OK)
+    assert [("A", t) in shelf for t in (1, 2, 3)] == [False, True, True]
+    assert ("D", 4) not in shelf
+    small = ImageShelf(keep=100, max_bytes=1000)
+    for tid in range(5):
+        small(_image("B", tid, np.zeros((10, 30), np.uint8)), OK)  # 300 bytes each
+    assert small.bytes <= 1000
+    assert [("B", t) in small for t in range(5)] == [False, False, True, True, True]

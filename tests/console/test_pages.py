@@ -134,6 +134,21 @@ def inspected_by_the_twin(site: ConsoleSite, hawb: str) -> bool:
 _TAKEN: set[str] = set()
 
 
+@pytest.mark.parametrize(
+    "next_page", ["/%09/evil.example", "//evil.example", "/\\evil.example", "https://evil.example/"]
+)
+def test_the_login_page_never_sends_the_browser_to_another_site(
+    console_site: ConsoleSite, context: Any, next_page: str
+) -> None:
+    page = new_page(context)
+    page.goto(f"{console_site.url}/login?next={next_page}")
+    page.fill("#user", "viewer")
+    page.fill("#password", PASSWORD)
+    page.press("#password", "Enter")
+    expect(page).to_have_url(re.compile(rf"^{re.escape(console_site.url)}/"))
+    assert "evil" not in page.url.split("?")[0].replace(console_site.url, "")
+
+
 def test_log_in_and_watch_the_overview_update_live(console_site: ConsoleSite, context: Any) -> None:
     page = new_page(context)
     page.goto(f"{console_site.url}/overview")

@@ -380,9 +380,9 @@ def _pngs(dual_energy: bool) -> dict[str, bytes]:
 
     sample = render_parcel(20261207, "firearm", dual_energy=dual_energy, clutter=(3, 6))
     shelf = ImageShelf()
-    shelf(ScanImage("X", None, "test", 0.0, pixels=sample.pixels), None)  # type: ignore[arg-type]
+    shelf(ScanImage("X", 1, "test", 0.0, pixels=sample.pixels), None)  # type: ignore[arg-type]
     energies: tuple[Energy, ...] = ("high", "low")
-    pngs = {energy: shelf.png("X", energy) for energy in energies}
+    pngs = {energy: shelf.png("X", 1, energy) for energy in energies}
     return {energy: png for energy, png in pngs.items() if png is not None}
 
 
@@ -411,7 +411,7 @@ def test_the_material_colour_follows_the_energies(console_site: ConsoleSite, bro
     asked: list[tuple[str, str]] = []
 
     def image(route: Any) -> None:
-        match = re.search(r"/images/([^/?]+)\?energy=(\w+)", route.request.url)
+        match = re.search(r"/images/([^/?]+)\?tracking_id=\d+&energy=(\w+)", route.request.url)
         assert match, route.request.url
         asked.append((match[1], match[2]))
         route.fulfill(body=images[match[1]][match[2]], content_type="image/png")

@@ -8,11 +8,12 @@ const submit = document.getElementById("submit");
 
 function nextPage() {
   const next = new URLSearchParams(location.search).get("next") || "/overview";
-  // only a path on this site: never an open redirect to another origin
-  if (!next.startsWith("/") || next.startsWith("//") || next.startsWith("/\\") || next.startsWith("/login")) {
-    return "/overview";
-  }
-  return next;
+  // only a page of this site, as the browser itself parses the URL (a tab or a backslash
+  // must not turn "/\tevil.example" into another origin): never an open redirect
+  let url;
+  try { url = new URL(next, location.origin); } catch (e) { return "/overview"; }
+  if (url.origin !== location.origin || url.pathname.startsWith("/login")) return "/overview";
+  return url.pathname + url.search + url.hash;
 }
 
 function showError(message, field) {

@@ -11,7 +11,7 @@
 // window left. The X-ray scores come with the policy's thresholds per class (`thresholds`):
 // below `clear` clean, from `alarm` on an alarm, in between ambiguous (why it is here).
 // Verdicts: POST /api/v1/lines/{line}/parcels/{tracking_id}/verdict (409 when it went on).
-// Images: GET /api/v1/images/{hawb}?energy=high|low, fetched once per parcel (`energies` says
+// Images: GET /api/v1/images/{hawb}?tracking_id=&energy=high|low, fetched once per parcel (`energies` says
 // whether there are two); every adjustment (zoom, pan, window/level, colour, edges) is
 // computed here on a canvas.
 
@@ -393,8 +393,8 @@ function materials(img) {
 const images = new Map(); // hawb -> Promise<img>
 const IMAGE_CACHE = 12; // each parcel's image takes a few MB here (energies, edges, materials)
 
-async function grey(hawb, energy) {
-  const response = await fetch(`/api/v1/images/${encodeURIComponent(hawb)}?energy=${energy}`, {
+async function grey(r, energy) {
+  const response = await fetch(`/api/v1/images/${encodeURIComponent(r.hawb)}?tracking_id=${r.tracking_id}&energy=${energy}`, {
     credentials: "same-origin",
   });
   if (!response.ok) {
@@ -429,14 +429,14 @@ function energiesOf(r) {
 /** The review's image, fetched once: both energies when the scanner sends two, else the one. */
 function loadImage(r) {
   const energies = energiesOf(r);
-  const key = `${r.hawb}/${energies}`;
+  const key = `${r.line}/${r.tracking_id}/${r.hawb}/${energies}`; // one parcel, not a HAWB
   let p = images.get(key);
   if (p) {
     images.delete(key); // most recently used last
     images.set(key, p);
     return p;
   }
-  const wanted = energies === 2 ? [grey(r.hawb, "high"), grey(r.hawb, "low")] : [grey(r.hawb, "high")];
+  const wanted = energies === 2 ? [grey(r, "high"), grey(r, "low")] : [grey(r, "high")];
   p = Promise.all(wanted).then(([high, low]) => {
     // the two energies share the scanner's full scale (transmission 0..255 on both), so the
     // material colour can compare their attenuation; a single-energy image has none to compare
@@ -894,7 +894,7 @@ async function verdict(outcome) {
   try {
     const answer = await api(
       `/api/v1/lines/${encodeURIComponent(r.line)}/parcels/${encodeURIComponent(r.tracking_id)}/verdict`,
-      { method: "POST", body: { outcome, note } },
+      { method: "POST", body: { outcome, note, hawb: r.hawb } }, // refused if the id now names another parcel
     );
     if (noteEl) noteEl.value = "";
     result(`${word} accepted for ${r.hawb}: ${answer.message}`, "ok");
