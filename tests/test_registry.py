@@ -90,6 +90,7 @@ def demo_raw(tmp_path: Path) -> dict[str, object]:
     raw.pop("intake")
     raw.pop("risk_feeds")
     raw["xray"] = {"type": "none"}
+    raw["console"] = {"port": 0}  # loopback on a free port: no certificate needed
     assert isinstance(raw, dict)
     return raw
 

@@ -83,8 +83,11 @@ class ConsoleServer:
         while not server.started and not self._tasks[0].done():  # noqa: ASYNC110 (uvicorn has only a flag)
             await asyncio.sleep(0.01)
         if self._tasks[0].done():
+            failed = self._tasks[0]
+            cause = None if failed.cancelled() else failed.exception()
             await self._stop()
-            raise RuntimeError(f"console did not start on {s.host}:{self.port}")
+            why = f": {type(cause).__name__}: {cause}" if cause else ""
+            raise RuntimeError(f"console did not start on {s.host}:{self.port}{why}") from cause
         log.info("console at %s", self.url)
         return self
 

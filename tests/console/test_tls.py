@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from controller.app.services import StartupError
 from tests.console.conftest import PASSWORD, ConsoleSite, console_config, serve_site
 
 
@@ -75,3 +76,12 @@ def test_plain_http_gets_no_answer(tls_site: tuple[ConsoleSite, Path]) -> None:
     site, _ = tls_site
     with pytest.raises(httpx.HTTPError):
         httpx.get(site.url.replace("https://", "http://") + "/api/v1/health", timeout=5)
+
+
+def test_a_missing_certificate_stops_the_start_with_its_name(tmp_path: Path) -> None:
+    raw = console_config(tmp_path)
+    missing = tmp_path / "nowhere.crt"
+    raw["console"] = {"port": 0, "tls_cert": str(missing), "tls_key": str(missing)}
+    with pytest.raises(StartupError, match=r"console did not start.*No such file"):  # noqa: SIM117
+        with serve_site(raw):
+            pass
