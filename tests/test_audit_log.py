@@ -185,6 +185,13 @@ async def test_paging_covers_every_match_once(audit: SqlAuditLog) -> None:
     assert counted_only == AuditPage(records=(), total=2)
 
 
+async def test_keyset_pages_stay_put_while_the_journal_grows(audit: SqlAuditLog) -> None:
+    first = await audit.search(AuditQuery(limit=3))
+    rest = await audit.search(AuditQuery(limit=100, before_seq=first.records[-1].seq))
+    assert [r.seq for r in (*first.records, *rest.records)] == NEWEST_FIRST
+    assert rest.total == len(ALL) - 3
+
+
 async def test_filters_by_wall_time(audit: SqlAuditLog, written: Written) -> None:
     assert await seqs(audit, until=written.before) == [3, 2, 1]
     assert await seqs(audit, since=written.before) == NEWEST_FIRST[:-3]

@@ -464,17 +464,18 @@ def _csv(
     streamed page by page; at most :data:`MAX_EXPORT` rows."""
 
     async def chunks() -> AsyncIterator[str]:
-        offset, sent = query.offset, 0
+        page_query, sent, first = replace(query, limit=MAX_PAGE), 0, True
         while sent < MAX_EXPORT:
-            page = await ctx.audit.search(replace(query, limit=MAX_PAGE, offset=offset))
+            page = await ctx.audit.search(page_query)
             records = [r for r in page.records if keep is None or keep(r)]
             for n, chunk in enumerate(records_csv(records[: MAX_EXPORT - sent])):
-                if n > 0 or offset == query.offset:  # the header once
+                if n > 0 or first:  # the header once
                     yield chunk
-            sent += len(records)
-            offset += len(page.records)
+            sent, first = sent + len(records), False
             if len(page.records) < MAX_PAGE:
                 return
+            # keyset paging: rows written meanwhile never shift the pages still to come
+            page_query = replace(page_query, offset=0, before_seq=page.records[-1].seq)
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return StreamingResponse(

@@ -30,6 +30,9 @@ class AuditQuery:
     """Only operator commands given by this user."""
     text: str | None = None
     """A substring of the entry's data (an alarm's source or message, a note)."""
+    before_seq: int | None = None
+    """Only entries older than this sequence number: pages that stay put while the journal
+    grows (take the last record's ``seq`` for the next page)."""
     limit: int = 200
     offset: int = 0
 

@@ -214,6 +214,8 @@ class SqlAuditLog:
             where.append(_J.data["user"].as_string() == query.user)
         if query.text:
             where.append(_data_contains(query.text))
+        if query.before_seq is not None:
+            where.append(_J.seq < query.before_seq)
         return where
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import time
 
 import httpx
@@ -230,3 +232,25 @@ def test_a_disabled_user_loses_the_open_session(console_site: ConsoleSite) -> No
         sessions = console_site.services.console.app.state.ctx.sessions  # type: ignore[union-attr]
         sessions.recheck_s = 0.0
         assert client.get("/api/v1/session").status_code == 401
+
+
+def test_the_csv_export_carries_every_match_once_across_pages(
+    console_site: ConsoleSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages of 50 while the twin keeps writing: every row once, none repeated."""
+    from controller.console import api
+
+    monkeypatch.setattr(api, "MAX_PAGE", 50)
+    with console_site.login("supervisor") as client:
+        until = time.monotonic() + 60
+        while client.get("/api/v1/audit", params={"kind": "decision"}).json()["total"] <= 120:
+            assert time.monotonic() < until, "fewer than 120 decisions within 60 s"
+            time.sleep(0.5)
+        answer = client.get("/api/v1/audit", params={"kind": "decision", "format": "csv"})
+    assert answer.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(answer.text)))
+    seqs = [int(row["seq"]) for row in rows]
+    assert len(rows) > 100  # several pages
+    assert len(seqs) == len(set(seqs))
+    assert seqs == sorted(seqs, reverse=True)
+    assert {row["kind"] for row in rows} == {"decision"}
