@@ -142,10 +142,13 @@ def run(
     log_level: Annotated[
         LogLevel, typer.Option(help="Logging level.", case_sensitive=False)
     ] = LogLevel.INFO,
+    log_json: Annotated[
+        bool, typer.Option(help="Log one JSON object per line (for journald and log shippers).")
+    ] = False,
 ) -> None:
     """Run the controller for every line of a site until stopped (Ctrl-C or SIGTERM)."""
     config = _load(config_file)
-    setup_logging(log_level.value)
+    setup_logging(log_level.value, json_lines=log_json)
     show_live = sys.stdout.isatty() if live is None else live
     try:
         final = asyncio.run(_run(config, duration, show_live, config_file))

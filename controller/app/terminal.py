@@ -7,6 +7,7 @@ import logging
 from rich.console import Console
 from rich.table import Table
 
+from controller.app.logs import JsonLines, RepeatFilter
 from controller.core.settings import ConfigError
 
 console = Console()
@@ -24,8 +25,10 @@ def print_problems(exc: ConfigError) -> None:
     errors.print(table)
 
 
-def setup_logging(level: str = "info") -> None:
-    """Our log lines with time and source; libraries' chatter kept to what needs a person.
+def setup_logging(level: str = "info", json_lines: bool = False) -> None:
+    """Our log lines with time and source (or JSON lines for journald); the same complaint
+    at most once a minute with a count (:mod:`controller.app.logs`); libraries' chatter
+    kept to what needs a person.
 
     pymodbus dumps its last frames with every error, asyncua narrates every reconnect attempt,
     alembic each migration and uvicorn its own start; the adapters, the journal and the
@@ -34,6 +37,11 @@ def setup_logging(level: str = "info") -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RepeatFilter) for f in handler.filters):
+            handler.addFilter(RepeatFilter())
+        if json_lines:
+            handler.setFormatter(JsonLines())
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     logging.getLogger("asyncua").setLevel(logging.ERROR)
