@@ -28,6 +28,7 @@ from controller.core.domain import (
 )
 from controller.core.lifecycle import TERMINAL_STATES, Parcel, ParcelState
 from controller.core.link import LinkState
+from controller.core.settings import ConfigError
 from controller.lines import Controller
 from controller.risk.book import RiskBook
 from controller.store.journal import JournalClosedError, SqliteJournal
@@ -251,3 +252,22 @@ async def test_a_part_that_cannot_start_is_named_and_the_rest_is_stopped(tmp_pat
     entry = JournalEntry(ts=0.0, kind=EntryKind.ALARM, line="L1", tracking_id=0, state_to="active")
     with pytest.raises(JournalClosedError):  # the journal it had opened is closed again
         await services.journal.write([entry])
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("postgres//db.example/cargogate", "not a database URL"),
+        ("mysql://db.example/cargogate", "not 'mysql'"),
+        ("postgresql+psycopg://cargogate@/cargogate", "name the host and the database"),
+    ],
+)
+def test_config_check_catches_a_central_url_that_run_would_trip_on(url: str, problem: str) -> None:
+    """A bad central database URL is one line with its path at load, not a traceback later."""
+    raw = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    raw["store"]["central_url"] = url
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw)
+    [(where, _, message)] = caught.value.problems
+    assert where == "store.central_url"
+    assert problem in message

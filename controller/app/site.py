@@ -18,8 +18,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, TypeVar, Union, cast
 
+import sqlalchemy
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from controller.app.command_channel import CommandChannelSettings
 from controller.app.registry import Kind, Registry, default_registry, type_of
@@ -32,10 +41,35 @@ class Store(Strict):
     journal_path: Path = Path("var/journal.sqlite")
     group_commit_ms: float = Field(default=2.0, ge=0, le=1000)
     central_url: str | None = None
+    """The central database the journal is forwarded to: PostgreSQL
+    (``postgresql+psycopg://user@host/db``), or a SQLite file on a test bench."""
     forward_interval_s: PositiveFloat = 1.0
     forward_batch: int = Field(default=1000, ge=1)
     recovery_horizon_h: PositiveFloat = 24.0
     """At start-up, parcels left open in the journal this recently are taken back."""
+
+    @field_validator("central_url")
+    @classmethod
+    def _a_postgresql_url(cls, url: str | None) -> str | None:
+        """Caught by ``config check``, not by the forwarder's first connection."""
+        if url is None:
+            return None
+        try:
+            parsed = sqlalchemy.make_url(url)
+        except sqlalchemy.exc.ArgumentError:
+            raise ValueError(
+                "not a database URL: expected postgresql+psycopg://user@host:5432/database"
+            ) from None
+        backend = parsed.get_backend_name()
+        if backend not in ("postgresql", "sqlite"):
+            raise ValueError(
+                f"the central database is PostgreSQL (or a SQLite file), not {backend!r}"
+            )
+        if backend == "postgresql" and not (parsed.host and parsed.database):
+            raise ValueError("name the host and the database: postgresql+psycopg://user@host/db")
+        if backend == "sqlite" and not parsed.database:
+            raise ValueError("name the file: sqlite:///path/to/central.sqlite")
+        return url
 
 
 class _StaticOnly(Strict):
