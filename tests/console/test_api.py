@@ -254,3 +254,12 @@ def test_the_csv_export_carries_every_match_once_across_pages(
     assert len(seqs) == len(set(seqs))
     assert seqs == sorted(seqs, reverse=True)
     assert {row["kind"] for row in rows} == {"decision"}
+
+
+def test_every_answer_forbids_foreign_scripts_and_framing(console_site: ConsoleSite) -> None:
+    for path in ("/login", "/api/v1/health", "/static/common.js"):
+        headers = httpx.get(f"{console_site.url}{path}").headers
+        policy = headers["content-security-policy"]
+        assert "script-src 'self'" in policy
+        assert "frame-ancestors 'none'" in policy
+        assert headers["x-content-type-options"] == "nosniff"
