@@ -34,12 +34,13 @@ def setup_logging(level: str = "info", json_lines: bool = False) -> None:
     alembic each migration and uvicorn its own start; the adapters, the journal and the
     console already report those in our own words (alarms, link states, the console's URL).
     """
+    root = logging.getLogger()
+    before = set(root.handlers)
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, RepeatFilter) for f in handler.filters):
-            handler.addFilter(RepeatFilter())
+    for handler in set(root.handlers) - before:  # ours only: a host's own handlers stay as set
+        handler.addFilter(RepeatFilter())
         if json_lines:
             handler.setFormatter(JsonLines())
     logging.getLogger("alembic").setLevel(logging.WARNING)
