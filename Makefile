@@ -26,7 +26,10 @@ demo: $(STAMP)
 
 demo-xray: $(STAMP)
 	rm -f var/demo-xray-journal.sqlite var/demo-xray-journal.sqlite-wal var/demo-xray-journal.sqlite-shm
-	$(BIN)/cargogate run config/demo-xray.yaml --duration 60
+	echo '$(DEMO_PASSWORD)' | $(BIN)/cargogate user add $(DEMO_LOGIN) --role supervisor \
+		--site config/demo-xray.yaml --password-stdin
+	@echo "console login: $(DEMO_LOGIN) / $(DEMO_PASSWORD)  (Ctrl-C stops the demo)"
+	$(BIN)/cargogate run config/demo-xray.yaml --duration 900
 
 test: $(STAMP)
 	$(BIN)/pytest
