@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from controller.console.export import COLUMNS, records_csv
-from controller.core.audit import AuditPage, AuditQuery, AuditRecord
+from controller.core.audit import MAX_LIMIT, AuditPage, AuditQuery, AuditRecord
 from controller.core.domain import EntryKind, JournalEntry
 from controller.core.ports import AuditLog
 from controller.core.reasons import Reason
-from controller.store.audit import MAX_LIMIT, SqlAuditLog
+from controller.store.audit import SqlAuditLog
 from controller.store.forwarder import JournalForwarder
 from controller.store.journal import SqliteJournal
 from tests.support import max_loop_lag

@@ -49,7 +49,7 @@ from controller.console.schemas import (
     VerdictIn,
     severity,
 )
-from controller.core.audit import AuditQuery, AuditRecord
+from controller.core.audit import MAX_LIMIT, AuditQuery, AuditRecord
 from controller.core.commands import (
     AcknowledgeAlarm,
     Command,
@@ -76,7 +76,7 @@ _LinePath = Annotated[str, Path(min_length=1, max_length=16)]
 _TrackingPath = Annotated[int, Path(ge=0, le=0xFFFFFFFF)]
 _Line = Annotated[str | None, Query(max_length=16)]
 _Since = Annotated[datetime | None, Query(description="ISO-8601; naive times are UTC")]
-_Limit = Annotated[int, Query(ge=1, le=10_000)]
+_Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 _Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "no journal entry"}
@@ -84,8 +84,6 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 _CSV: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {}}}}
 log = logging.getLogger(__name__)
 
-MAX_PAGE = 10_000
-"""The most records one search returns (the audit log's own cap)."""
 MAX_EXPORT = 1_000_000
 """The most rows one CSV download carries."""
 _CLOSED_STATES = frozenset(str(state) for state in TERMINAL_STATES)
@@ -220,7 +218,7 @@ def router(ctx: ConsoleContext) -> APIRouter:
             page = await ctx.audit.search(query)
             return AuditPageOut(total=page.total, records=[RecordOut.of(r) for r in page.records])
         # severity is derived from the alarm's source: filter the latest alarms, then page
-        latest = await ctx.audit.search(replace(query, limit=MAX_PAGE, offset=0))
+        latest = await ctx.audit.search(replace(query, limit=MAX_LIMIT, offset=0))
         kept = [r for r in latest.records if keep(r)]
         return AuditPageOut(
             total=len(kept), records=[RecordOut.of(r) for r in kept[offset : offset + limit]]
@@ -255,7 +253,7 @@ def router(ctx: ConsoleContext) -> APIRouter:
     async def trace(hawb: str, _: Viewer) -> list[RecordOut]:
         """Track and trace: every journal entry of the HAWB, oldest first."""
         _check_hawb(hawb)
-        page = await ctx.audit.search(AuditQuery(hawb=hawb, limit=10_000))
+        page = await ctx.audit.search(AuditQuery(hawb=hawb, limit=MAX_LIMIT))
         if not page.records:
             raise HTTPException(404, f"no journal entry for HAWB {hawb!r}")
         return [RecordOut.of(r) for r in reversed(page.records)]
@@ -265,7 +263,7 @@ def router(ctx: ConsoleContext) -> APIRouter:
         line: _LinePath, tracking_id: _TrackingPath, _: Viewer
     ) -> list[RecordOut]:
         """Track and trace by the PLC's tracking id on a line, oldest first."""
-        query = AuditQuery(line=line, tracking_id=tracking_id, limit=10_000)
+        query = AuditQuery(line=line, tracking_id=tracking_id, limit=MAX_LIMIT)
         page = await ctx.audit.search(query)
         if not page.records:
             raise HTTPException(404, f"no journal entry for tracking id {tracking_id} on {line!r}")
@@ -356,7 +354,7 @@ def router(ctx: ConsoleContext) -> APIRouter:
         )
         result = await _execute(command)
         try:
-            page = await ctx.audit.search(AuditQuery(hawb=body.hawb, limit=MAX_PAGE))
+            page = await ctx.audit.search(AuditQuery(hawb=body.hawb, limit=MAX_LIMIT))
             clearance = _clearance_s(page.records) if page.records else None
         except Exception:  # the outcome is recorded: a failed look-up only loses the figure
             log.exception("clearance time of HAWB %s not found", body.hawb)
@@ -464,7 +462,7 @@ def _csv(
     streamed page by page; at most :data:`MAX_EXPORT` rows."""
 
     async def chunks() -> AsyncIterator[str]:
-        page_query, sent, first = replace(query, limit=MAX_PAGE), 0, True
+        page_query, sent, first = replace(query, limit=MAX_LIMIT), 0, True
         while sent < MAX_EXPORT:
             page = await ctx.audit.search(page_query)
             records = [r for r in page.records if keep is None or keep(r)]
@@ -472,7 +470,7 @@ def _csv(
                 if n > 0 or first:  # the header once
                     yield chunk
             sent, first = sent + len(records), False
-            if len(page.records) < MAX_PAGE:
+            if len(page.records) < MAX_LIMIT:
                 return
             # keyset paging: rows written meanwhile never shift the pages still to come
             page_query = replace(page_query, offset=0, before_seq=page.records[-1].seq)

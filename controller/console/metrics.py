@@ -96,25 +96,10 @@ def _split_lane(key: str) -> tuple[str, str]:
     return (line, lane) if sep else (key, "")
 
 
-def _bucket_names(target_s: float) -> tuple[str, str, str]:
-    """The KPI's bucket keys for ``target_s`` (as :class:`controller.core.kpi.Kpis` names
-    them), used to look the counts up, never to read the bounds from."""
-    t = f"{target_s:g}"
-    return (f"<={t}s", f"{t}-{2 * target_s:g}s", f">{2 * target_s:g}s")
-
-
 def _bucket_counts(kpis: KpiView) -> tuple[float, float, float]:
-    """Cleared parcels within the target, up to twice it, beyond; looked up by the KPI's
-    own names, falling back to the mapping's order (within, up to twice, beyond) when the
-    keys are not the expected ones (or the target is no number)."""
-    target = _number(kpis.target_s)
-    names = _bucket_names(target) if target is not None else ()
-    buckets = kpis.buckets
-    if set(buckets) <= set(names):
-        values = [buckets.get(name, 0) for name in names]
-    else:
-        values = [*list(buckets.values())[:3], 0, 0, 0][:3]
-    within, twice, beyond = ((_number(v) or 0.0) for v in values)
+    """Cleared parcels within the target, up to twice it, beyond: the order in which
+    :class:`controller.core.kpi.Kpis` gives its buckets (their names are for people)."""
+    within, twice, beyond = ((_number(v) or 0.0) for v in [*kpis.buckets.values(), 0, 0, 0][:3])
     return within, twice, beyond
 
 

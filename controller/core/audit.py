@@ -12,6 +12,9 @@ from datetime import datetime
 
 from controller.core.domain import EntryKind
 
+MAX_LIMIT = 10_000
+"""The most records one search returns, whatever ``limit`` asks for."""
+
 
 @dataclass(frozen=True, slots=True)
 class AuditQuery:

@@ -47,7 +47,8 @@ class KpiView:
     by_hour: Mapping[int, Share]
     by_line: Mapping[str, Share]
     buckets: Mapping[str, int]
-    """Cleared parcels by clearance time: within the target, up to twice it, beyond."""
+    """Cleared parcels by clearance time, in this order: within the target, up to twice it,
+    beyond (the keys name the ranges for people)."""
     cleared_s_sum: float
     by_lane: Mapping[str, int]
     by_reason: Mapping[str, int]

@@ -19,12 +19,11 @@ from typing import Any, Final, Self
 
 import sqlalchemy as sa
 
-from controller.core.audit import AuditPage, AuditQuery, AuditRecord
+from controller.core.audit import MAX_LIMIT, AuditPage, AuditQuery, AuditRecord
 from controller.core.domain import EntryKind
 from controller.store.schema import journal_table
 from controller.store.sqlite import sqlite_engine
 
-MAX_LIMIT: Final = 10_000
 """The most records one page may hold, whatever the caller asks for."""
 
 _SUPPORTED_BACKENDS: Final = ("postgresql", "sqlite")

@@ -240,7 +240,7 @@ def test_the_csv_export_carries_every_match_once_across_pages(
     """Pages of 50 while the twin keeps writing: every row once, none repeated."""
     from controller.console import api
 
-    monkeypatch.setattr(api, "MAX_PAGE", 50)
+    monkeypatch.setattr(api, "MAX_LIMIT", 50)
     with console_site.login("supervisor") as client:
         until = time.monotonic() + 60
         while client.get("/api/v1/audit", params={"kind": "decision"}).json()["total"] <= 120:
