@@ -9,7 +9,7 @@ serves, leaving stops them. No adapter is named here: adding one never touches t
 from __future__ import annotations
 
 from controller.app.parts import BuildContext, Parts, Plant, PlantContext, RealWorld, assemble
-from controller.app.services import Services, Snapshot, StartupError
+from controller.app.services import Services, StartupError
 
 Site = Services
 """The former name of :class:`Services` (``Site(config).run()`` behaves as before)."""
@@ -22,7 +22,6 @@ __all__ = [
     "RealWorld",
     "Services",
     "Site",
-    "Snapshot",
     "StartupError",
     "assemble",
 ]

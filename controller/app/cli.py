@@ -26,12 +26,13 @@ from typer.core import TyperGroup
 from controller import __version__
 from controller.app import command_cli
 from controller.app.registry import Command, default_registry, resolve
-from controller.app.services import Services, Snapshot, StartupError
+from controller.app.services import Services, StartupError
 from controller.app.site import SiteConfig, load_config
 from controller.app.terminal import console, errors, print_problems, setup_logging
 from controller.app.user_cli import users_app
 from controller.core.link import LinkState
 from controller.core.settings import ConfigError
+from controller.core.views import SiteView
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def run(
 
 async def _run(
     config: SiteConfig, duration: float | None, show_live: bool, site_file: Path
-) -> Snapshot:
+) -> SiteView:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -187,7 +188,7 @@ async def _run(
             )
 
 
-def _view(config: SiteConfig, snap: Snapshot) -> Group:
+def _view(config: SiteConfig, snap: SiteView) -> Group:
     k = snap.kpis
     target = f"{config.clearance.target_s:g} s"
     head = Table.grid(padding=(0, 2))

@@ -52,10 +52,7 @@ SHIP_LIMIT_S = 10.0
 """How long the forwarder may ship the journal tail at shutdown (the rest goes next start)."""
 
 
-Snapshot = SiteView
-"""The old name of :class:`controller.core.views.SiteView`."""
-
-Reporter = Callable[[Snapshot], None]
+Reporter = Callable[[SiteView], None]
 
 
 class StartupError(Exception):
@@ -227,7 +224,7 @@ class Services:
         stop: asyncio.Event | None = None,
         report: Reporter | None = None,
         report_every_s: float = 1.0,
-    ) -> Snapshot:
+    ) -> SiteView:
         """Serve until ``stop`` is set, or until the plant has played ``duration_s`` wall
         seconds and the lines have drained what it sent. Returns the final snapshot."""
         if self._stack is None:

@@ -242,7 +242,7 @@ def router(ctx: ConsoleContext) -> APIRouter:
         """Open parcels, oldest first, on ``line`` and in ``state`` (e.g. ``in_inspection``)
         when given."""
         at = ctx.moment()
-        return [ParcelOut.of(p, at) for p in ctx.open_parcels(line or None, state, limit)]
+        return [ParcelOut.of(p, at) for p in ctx.parcels(line or None, state, limit)]
 
     @api.get("/reasons", tags=["parcels"])
     async def reasons(_: Viewer) -> ReasonListOut:

@@ -53,14 +53,14 @@ class ConsoleContext:
     users: UserDirectory
     lane_kinds: Mapping[str, Mapping[int, str]]
     """Each line's lanes and their kinds, from the site file."""
+    parcels: ParcelFinder
+    """Open parcels by line and state, oldest first."""
+    clock: Callable[[], float]
+    """The controller's clock."""
     speed: float = 1.0
     """Controller-clock seconds per wall second: countdowns are shown in wall seconds."""
     images: ImageShelf | None = None
     ready: Callable[[], bool] = _always
-    parcels: ParcelFinder | None = None
-    """Open parcels by line and state, oldest first (default: the snapshot's oldest)."""
-    clock: Callable[[], float] | None = None
-    """The controller's clock (default: read from a snapshot)."""
     thresholds: Mapping[str, ThresholdOut] = field(default_factory=dict)
     """The policy's clear and alarm thresholds per X-ray class, shown beside the scores."""
     sessions: Sessions = field(init=False)
@@ -92,14 +92,7 @@ class ConsoleContext:
         return overview, encoded
 
     def moment(self) -> Moment:
-        now = self.clock() if self.clock is not None else self.read().controller.clock_s
-        return Moment(now, datetime.now(UTC), self.speed)
-
-    def open_parcels(self, line: str | None, state: str | None, limit: int) -> Sequence[ParcelView]:
-        if self.parcels is not None:
-            return self.parcels(line, state, limit)
-        oldest = self.read().controller.oldest_open
-        return [p for p in oldest if line in (None, p.line) and state in (None, p.state)][:limit]
+        return Moment(self.clock(), datetime.now(UTC), self.speed)
 
     def overview(self) -> OverviewOut:
         """The floor now, as the overview page and the live stream show it."""
