@@ -213,6 +213,26 @@ async def test_unstorable_entry_fails_its_own_call_only(tmp_path: Path) -> None:
     assert seqs(path) == [1, 2]
 
 
+async def test_a_time_that_is_not_finite_fails_its_own_call_only(tmp_path: Path) -> None:
+    """SQLite would store NaN as NULL (and refuse the whole batch); the hash chain's JSON
+    has no NaN either: such an entry is refused before it joins a batch."""
+    path = tmp_path / "journal.sqlite"
+    async with SqliteJournal(path, SITE, group_commit_ms=20) as journal:
+        results = await asyncio.gather(
+            journal.write([entry(1)]),
+            journal.write([entry(2)._replace(ts=math.nan)]),
+            journal.write([entry(3)._replace(ts=math.inf)]),
+            journal.write([entry(4)]),
+            return_exceptions=True,
+        )
+    assert results[0] is None
+    assert isinstance(results[1], ValueError)
+    assert "ts" in str(results[1])
+    assert isinstance(results[2], ValueError)
+    assert results[3] is None
+    assert [row["tracking_id"] for row in read_entries(path)] == [1, 4]
+
+
 async def test_failed_commit_reaches_every_writer_of_the_batch(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite"
     async with SqliteJournal(path, SITE, group_commit_ms=50) as journal:

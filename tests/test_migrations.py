@@ -9,6 +9,7 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -18,9 +19,10 @@ from alembic.runtime.migration import MigrationContext
 from controller.core.domain import EntryKind, JournalEntry
 from controller.core.lifecycle import ParcelState
 from controller.recovery import recover
-from controller.store import migrate
+from controller.store import chain, migrate
+from controller.store.forwarder import JournalForwarder, target_name
 from controller.store.journal import SqliteJournal
-from controller.store.read import read_open_set
+from controller.store.read import read_entries, read_open_set
 from controller.store.rows import entry_to_row
 from controller.store.schema import journal_table, metadata
 from tests.test_recovery import DECIDED, IN_INSPECTION, RECIRCULATING, SITE, Script, write
@@ -43,6 +45,8 @@ JOURNAL_COLUMNS = {
     "reasons",
     "policy_version",
     "data",
+    "prev_hash",
+    "hash",
 }
 
 OPEN_PARCEL_COLUMNS = {
@@ -147,16 +151,18 @@ def test_migration_files_ship_with_the_package() -> None:
     assert (folder / "versions" / "__init__.py").is_file()
     assert (folder / "versions" / "0001_initial.py").is_file()
     assert (folder / "versions" / "0002_open_parcels_and_holds.py").is_file()
+    assert (folder / "versions" / "0004_journal_hash_chain.py").is_file()
 
 
 @pytest.mark.postgres
 def test_processes_upgrading_one_postgres_database_take_turns(pg_url: str) -> None:
-    """Sites starting together queue on an advisory lock instead of racing to create tables."""
+    """Sites starting together queue on an advisory lock instead of racing to create tables;
+    they poll for it, so no statement of theirs hangs (a forwarder would call that a stall)."""
     engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
     code = "import sys; from controller.store import migrate; migrate.upgrade(sys.argv[1])"
-    waiting = sa.text(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    polling = sa.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND strpos(query, 'pg_try_advisory_xact_lock') > 0"
     )
     try:
         with engine.connect() as holder:
@@ -171,10 +177,14 @@ def test_processes_upgrading_one_postgres_database_take_turns(pg_url: str) -> No
             ]
             deadline = time.monotonic() + 30
             with engine.connect() as probe:
-                while probe.execute(waiting).scalar_one() < len(procs):
+                while probe.execute(polling).scalar_one() < len(procs):
+                    probe.rollback()  # statistics views are a snapshot per transaction
                     assert time.monotonic() < deadline, "migrations never queued on the lock"
                     assert all(p.poll() is None for p in procs), "a migration did not wait"
                     time.sleep(0.05)
+            time.sleep(0.5)
+            assert all(p.poll() is None for p in procs), "a migration did not wait"
+            assert migrate.current_revision(pg_url) is None
             holder.execute(
                 sa.text("SELECT pg_advisory_unlock(:k)"), {"k": migrate.PG_MIGRATION_LOCK_KEY}
             )
@@ -192,17 +202,25 @@ def test_processes_upgrading_one_postgres_database_take_turns(pg_url: str) -> No
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def write_the_old_way(url: str, entries: list[JournalEntry], site: str = SITE) -> None:
-    """Rows as the previous release's writer inserted them: journal rows and nothing else."""
+def old_rows(entries: list[JournalEntry], site: str = SITE) -> list[dict[str, Any]]:
+    """Rows as the previous releases' writer made them: no hash chain."""
     wall = datetime.now(UTC)
-    rows = [
+    return [
         {**entry_to_row(e), "site": site, "seq": seq, "wall_time": wall}
         for seq, e in enumerate(entries, start=1)
     ]
+
+
+def write_the_old_way(url: str, entries: list[JournalEntry], site: str = SITE) -> None:
+    """Rows as the previous release's writer inserted them: journal rows and nothing else."""
+    insert_rows(url, old_rows(entries, site))
+
+
+def insert_rows(url: str, rows: list[dict[str, Any]], table: sa.Table = journal_table) -> None:
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
         with engine.begin() as conn:
-            conn.execute(sa.insert(journal_table), rows)
+            conn.execute(sa.insert(table), rows)
     finally:
         engine.dispose()
 
@@ -287,3 +305,68 @@ def test_upgrading_a_journal_with_rows_from_0001(db_url: str) -> None:
         }
     else:
         assert counts == {"open_parcels": [], "active_holds": []}
+
+
+# --- 0004: the hash chain, from the first row written after the upgrade ----------------------
+
+
+def test_0004_leaves_the_old_rows_unsealed(db_url: str) -> None:
+    """Adding the columns is all it does (instant on any journal): the rows already there
+    verify as a prefix that predates the chain."""
+    migrate.upgrade(db_url, "0003")
+    write_the_old_way(db_url, scenario().entries)
+    write_the_old_way(db_url, Script().scan("L9", 1, "OTHER").entries, site="OTHER")
+    migrate.upgrade(db_url)
+    n = len(scenario().entries)
+    assert [(c.site, c.entries, c.unsealed, c.ok) for c in chain.verify(db_url)] == [
+        (SITE, n, n, True),
+        ("OTHER", 1, 1, True),
+    ]
+
+
+async def test_the_chain_starts_after_the_rows_that_predate_it(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    entries = scenario().entries
+    migrate.upgrade(f"sqlite:///{path}", "0003")
+    write_the_old_way(f"sqlite:///{path}", entries)
+    async with SqliteJournal(path, SITE) as journal:  # migrates, then starts the chain
+        await journal.write(entries[:2])
+    async with SqliteJournal(path, SITE) as journal:  # and carries it on after a restart
+        await journal.write(entries[2:3])
+    rows = read_entries(path, site=SITE)
+    n = len(entries)
+    assert [r["hash"] for r in rows[:n]] == [None] * n
+    assert rows[n]["prev_hash"] == chain.GENESIS
+    assert rows[n + 1]["prev_hash"] == rows[n]["hash"]
+    assert rows[n + 2]["prev_hash"] == rows[n + 1]["hash"]
+    assert [(c.entries, c.unsealed, c.ok) for c in chain.verify(path)] == [(n + 3, n, True)]
+
+
+@pytest.mark.postgres
+async def test_0004_keeps_the_local_journal_and_the_central_copy_alike(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Both copies leave the same old rows unsealed; the forwarder ships the chain that
+    starts after them, and the central copy verifies like the local one."""
+    local = tmp_path / "journal.sqlite"
+    local_url = f"sqlite:///{local}"
+    entries = scenario().entries
+    rows = old_rows(entries)
+    shipped = len(rows) - 4  # the previous release had shipped all but the last four
+    for url, part in ((local_url, rows), (pg_url, rows[:shipped])):
+        migrate.upgrade(url, "0003")
+        insert_rows(url, part)
+    insert_rows(
+        local_url,
+        [{"target": target_name(pg_url), "last_seq": shipped, "updated_at": datetime.now(UTC)}],
+        table=metadata.tables["forward_state"],
+    )
+    async with SqliteJournal(local, SITE) as journal:  # migrates the local file
+        await journal.write(entries[:3])
+        async with JournalForwarder(local, pg_url, SITE) as forwarder:  # migrates central
+            assert await forwarder.forward_once() == 7
+    assert read_entries(pg_url) == read_entries(local)
+    for copy in (pg_url, local):
+        assert [(c.entries, c.unsealed, c.ok) for c in chain.verify(copy)] == [
+            (len(rows) + 3, len(rows), True)
+        ]

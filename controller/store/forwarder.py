@@ -5,20 +5,42 @@ on the ``(site, seq)`` key; the local watermark (``forward_state``) advances onl
 central commit, so a crash or an outage at any point loses nothing and duplicates nothing.
 All database work runs in a worker thread: a slow or dead central database never blocks the
 event loop, and it never touches the journal writer (WAL readers do not block the writer).
+
+Rows go out with their hash-chain columns as stored (:mod:`controller.store.chain`), so the
+central copy verifies like the local journal.
+
+A central database that stops answering without closing the connection (a hung server, a
+dropped network path that the kernel still acknowledges) never gives TCP a reason to fail.
+So the forwarder watches its own calls: connecting is bounded by ``connect_timeout_s``, and a
+call in progress that makes no progress for ``stall_timeout_s`` counts as a stall. A stall is
+logged once, shows as link down with ``last_error`` "stalled: ...", and its connection's
+socket is shut down under the hung call, which then fails at once; should the call still not
+return, its thread (a daemon) is abandoned. ``aclose`` waits for a copy in progress at most
+:data:`CLOSE_WAIT_S` before cutting it off the same way, so stopping a site waits seconds
+on a hung network, not until TCP gives up, and no thread left behind keeps the process
+from exiting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import socket
+import threading
 import time
-from dataclasses import dataclass
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self, TypeVar
 
 import sqlalchemy as sa
+from psycopg.errors import ConnectionTimeout
+from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 
 from controller.core.link import LinkState
@@ -30,6 +52,13 @@ from controller.store.sqlite import sqlite_engine, sqlite_url
 log = logging.getLogger(__name__)
 
 _SUPPORTED_BACKENDS = ("postgresql", "sqlite")
+CLOSE_WAIT_S: Final = 2.0
+"""How long ``aclose`` lets a copy in progress finish before cutting it off (it is shipped
+again next time: the central insert ignores rows it already has)."""
+_CUT_GRACE_S: Final = 0.5
+"""How long a cut-off copy gets to return before its thread is abandoned."""
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +72,58 @@ class CentralUnavailableError(Exception):
     """The central database could not be reached; ``backlog`` rows are waiting locally."""
 
     def __init__(self, cause: BaseException, backlog: int, watermark: int) -> None:
-        super().__init__(describe_error(cause))
+        stalled = is_stall(cause)
+        super().__init__(("stalled: " if stalled else "") + describe_error(cause))
+        self.stalled = stalled
         self.backlog = backlog
         self.watermark = watermark
+
+
+@dataclass(eq=False)
+class _Central:
+    """One engine on the central database, and what the stall watchdog reads of it.
+
+    The worker thread marks ``busy`` while it talks to the central database; every statement
+    it starts or finishes moves ``progress_at`` (SQLAlchemy events). ``connections`` are the
+    driver connections made, so a stalled call's socket can be shut down from the loop.
+    """
+
+    engine: sa.Engine
+    migrated: bool = False
+    busy: bool = False
+    progress_at: float = 0.0
+    backlog: int = 0
+    """Rows waiting locally, as the copy in progress read them (what a stall reports)."""
+    watermark: int = 0
+    connections: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
+
+    def __post_init__(self) -> None:
+        event.listen(self.engine, "connect", self._connected)
+        event.listen(self.engine, "before_cursor_execute", self._progress)
+        event.listen(self.engine, "after_cursor_execute", self._progress)
+
+    def _connected(self, dbapi_connection: Any, _record: Any) -> None:
+        if hasattr(dbapi_connection, "pgconn"):  # a socket to shut down (not SQLite's)
+            self.connections.add(dbapi_connection)
+        self._progress()
+
+    def _progress(self, *_: Any) -> None:
+        self.progress_at = time.monotonic()
+
+    def begin(self, backlog: int, watermark: int) -> None:
+        """The worker thread starts talking to the central database."""
+        self.backlog, self.watermark = backlog, watermark
+        self._progress()
+        self.busy = True
+
+    def idle_s(self) -> float | None:
+        """Seconds since the call in progress last moved on; None when none is in progress."""
+        return time.monotonic() - self.progress_at if self.busy else None
+
+    def cut(self) -> None:
+        """Shut down every connection's socket: a call hung on one fails at once."""
+        for connection in list(self.connections):
+            _shut_down(connection)
 
 
 def target_name(central_url: str) -> str:
@@ -76,13 +154,20 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | OSError | TimeoutError)
 
 
+def is_stall(exc: BaseException) -> bool:
+    """True for "the central database did not answer in time" (rather than refused it)."""
+    cause = getattr(exc, "orig", None) or exc
+    return isinstance(cause, ConnectionTimeout | TimeoutError)
+
+
 class JournalForwarder:
     """Ships one site's local journal to the central database.
 
     ``run`` loops until cancelled: it ships a batch every ``interval_s`` (at once again while
     whole batches are waiting) and backs off exponentially, up to ``backoff_cap_s``, while the
-    central database is unreachable. An outage is logged once when it starts and once when
-    it ends.
+    central database is unreachable. An outage (a stall included) is logged once when it
+    starts and once when it ends. No call waits on the network for longer than
+    ``connect_timeout_s`` to connect or ``stall_timeout_s`` without progress.
     """
 
     def __init__(
@@ -95,9 +180,12 @@ class JournalForwarder:
         *,
         backoff_cap_s: float = 30.0,
         connect_timeout_s: float = 2.0,
+        stall_timeout_s: float = 5.0,
     ) -> None:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be > 0, got {interval_s}")
+        if stall_timeout_s <= 0:
+            raise ValueError(f"stall_timeout_s must be > 0, got {stall_timeout_s}")
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         backend = sa.make_url(central_url).get_backend_name()
@@ -113,12 +201,12 @@ class JournalForwarder:
         self.batch = batch
         self.backoff_cap_s = max(backoff_cap_s, interval_s)
         self._connect_timeout_s = connect_timeout_s
+        self.stall_timeout_s = stall_timeout_s
         self._local: sa.Engine | None = None
-        self._central: sa.Engine | None = None
+        self._central: _Central | None = None
         self._local_ready = False
-        self._central_ready = False
         self._lock = asyncio.Lock()
-        self._inflight: asyncio.Future[_Cycle] | None = None
+        self._inflight: tuple[asyncio.Future[_Cycle], _Central] | None = None
         self._connected = False
         self._last_error: str | None = None
         self._backlog = 0
@@ -141,8 +229,9 @@ class JournalForwarder:
     @property
     def link_state(self) -> LinkState:
         """Connecting until the first cycle; up after a shipped (or empty) cycle; down while
-        the central database is unreachable and once closed; degraded when a cycle failed
-        for another reason (a broken local file, a schema mismatch)."""
+        the central database is unreachable or stalled (``status.last_error`` says which)
+        and once closed; degraded when a cycle failed for another reason (a broken local
+        file, a schema mismatch)."""
         return self._link
 
     async def __aenter__(self) -> Self:
@@ -161,14 +250,16 @@ class JournalForwarder:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Wait for a copy in progress, then release the connections. Idempotent."""
-        if self._inflight is not None and not self._inflight.done():
-            await asyncio.wait([self._inflight])
-        engines = [e for e in (self._local, self._central) if e is not None]
-        self._local = self._central = None
-        self._local_ready = self._central_ready = False
-        for engine in engines:
-            await asyncio.to_thread(engine.dispose)
+        """Let a copy in progress finish (cut off after :data:`CLOSE_WAIT_S`), then release
+        the connections. Idempotent; returns within a few seconds whatever the network does."""
+        if self._inflight is not None:
+            await self._watch(*self._inflight, limit_s=CLOSE_WAIT_S)
+        central, self._central = self._central, None
+        engines = [e for e in (self._local, central.engine if central else None) if e is not None]
+        self._local = None
+        self._local_ready = False
+        for engine in engines:  # a pooled connection to a hung server may not close quickly
+            await asyncio.wait([_in_thread(engine.dispose, "journal-forwarder-close")], timeout=1)
         self._link = LinkState.DOWN
 
     async def forward_once(self) -> int:
@@ -205,16 +296,18 @@ class JournalForwarder:
 
     async def _forward(self) -> tuple[int, bool]:
         async with self._lock:
-            if self._inflight is not None and not self._inflight.done():
-                # a cancelled caller left its copy running in the thread: never run two
-                await asyncio.wait([self._inflight])
-            inflight = asyncio.ensure_future(asyncio.to_thread(self._cycle))
-            inflight.add_done_callback(_retrieve)
-            self._inflight = inflight
+            if self._inflight is not None and not await self._watch(*self._inflight):
+                # a cancelled caller's copy is still running and now stalls: never run two
+                return 0, False
+            central = self._central or self._new_central()
+            work = _in_thread(lambda: self._cycle(central), f"journal-forwarder-{self.site}")
+            self._inflight = work, central
+            if not await self._watch(work, central):
+                return 0, False
             try:
-                cycle = await asyncio.shield(inflight)
+                cycle = work.result()
             except CentralUnavailableError as exc:
-                self._on_outage(exc)
+                self._on_outage(str(exc), exc.backlog, exc.watermark, stalled=exc.stalled)
                 return 0, False
             except Exception as exc:
                 self._last_error = describe_error(exc)
@@ -223,19 +316,58 @@ class JournalForwarder:
             self._on_success(cycle)
             return cycle.shipped, True
 
-    def _on_outage(self, exc: CentralUnavailableError) -> None:
+    async def _watch(
+        self, work: asyncio.Future[_Cycle], central: _Central, limit_s: float | None = None
+    ) -> bool:
+        """Wait for a copy; True once it has returned (its outcome is the caller's to read).
+
+        False when it had to be cut off: its central call made no progress for
+        ``stall_timeout_s`` (reported as a stall) or ``limit_s`` ran out. Cutting it shuts its
+        sockets down and drops its engine, so the next copy connects afresh; the copy's own
+        outcome is then left unread (it would only echo the cut).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if limit_s is None else loop.time() + limit_s
+        tick = min(0.1, self.stall_timeout_s / 4)
+        while not work.done():
+            await asyncio.wait([work], timeout=tick)
+            if work.done():
+                return True
+            idle = central.idle_s()
+            stalled = idle is not None and idle >= self.stall_timeout_s
+            if stalled or (deadline is not None and loop.time() >= deadline):
+                if stalled:
+                    self._on_stall(central)
+                self._cut(central)
+                await asyncio.wait([work], timeout=_CUT_GRACE_S)
+                return False
+        return True
+
+    def _cut(self, central: _Central) -> None:
+        """Cut off the copy using ``central`` and stop using its engine (disposed in the
+        background once its calls return)."""
+        central.cut()
+        if self._central is central:
+            self._central = None
+            _in_thread(central.engine.dispose, "journal-forwarder-dispose")
+
+    def _on_stall(self, central: _Central) -> None:
+        message = f"stalled: no answer from the central database for {self.stall_timeout_s:g} s"
+        self._on_outage(message, central.backlog, central.watermark, stalled=True)
+
+    def _on_outage(self, message: str, backlog: int, watermark: int, *, stalled: bool) -> None:
         self._connected = False
         self._link = LinkState.DOWN
-        self._last_error = str(exc)
-        self._backlog = exc.backlog
-        self._watermark = exc.watermark
+        self._last_error = message
+        self._backlog = backlog
+        self._watermark = watermark
         if self._outage_since is None:
             self._outage_since = time.monotonic()
             log.warning(
-                "central journal %s unreachable (%s); keeping %d rows locally and retrying",
+                "central journal %s %s; keeping %d rows locally and retrying",
                 self.target,
-                exc,
-                exc.backlog,
+                message if stalled else f"unreachable ({message})",
+                backlog,
             )
 
     def _on_success(self, cycle: _Cycle) -> None:
@@ -257,7 +389,7 @@ class JournalForwarder:
 
     # --- worker thread ------------------------------------------------------------------
 
-    def _cycle(self) -> _Cycle:
+    def _cycle(self, central: _Central) -> _Cycle:
         """Read a batch locally, commit it centrally, then advance the local watermark."""
         local = self._local_engine()
         with local.connect() as conn:
@@ -272,22 +404,27 @@ class JournalForwarder:
                 )
             ]
             backlog = self._count_after(conn, watermark)
+        central.begin(backlog, watermark)
         try:
-            central = self._central_engine()
+            if not central.migrated:
+                migrate.upgrade(central.engine)
+                central.migrated = True
             if rows:
-                with central.begin() as cconn:
-                    cconn.execute(_insert_ignoring_duplicates(central.dialect.name), rows)
+                with central.engine.begin() as cconn:
+                    cconn.execute(_insert_ignoring_duplicates(central.engine.dialect.name), rows)
             else:
-                with central.connect() as cconn:
+                with central.engine.connect() as cconn:
                     cconn.execute(sa.select(1))
         except Exception as exc:
             if is_outage(exc):
                 raise CentralUnavailableError(exc, backlog, watermark) from exc
             raise
+        finally:
+            central.busy = False
         if not rows:
             return _Cycle(shipped=0, backlog=backlog, watermark=watermark)
         new_watermark = int(rows[-1]["seq"])
-        self._write_watermark(new_watermark)
+        self._write_watermark(local, new_watermark)
         return _Cycle(shipped=len(rows), backlog=backlog - len(rows), watermark=new_watermark)
 
     def _local_engine(self) -> sa.Engine:
@@ -298,12 +435,9 @@ class JournalForwarder:
             self._local_ready = True
         return self._local
 
-    def _central_engine(self) -> sa.Engine:
-        if self._central is None:
-            self._central = self._make_central_engine()
-        if not self._central_ready:
-            migrate.upgrade(self._central)
-            self._central_ready = True
+    def _new_central(self) -> _Central:
+        """An engine on the central database (no I/O yet: it connects on first use)."""
+        self._central = _Central(self._make_central_engine())
         return self._central
 
     def _make_central_engine(self) -> sa.Engine:
@@ -342,9 +476,8 @@ class JournalForwarder:
         )
         return int(conn.execute(stmt).scalar_one())
 
-    def _write_watermark(self, last_seq: int) -> None:
+    def _write_watermark(self, local: sa.Engine, last_seq: int) -> None:
         """Advance (never lower) the watermark; lowering it is an operator's decision."""
-        assert self._local is not None
         stmt = sqlite.insert(forward_state_table).values(
             target=self.target, last_seq=last_seq, updated_at=datetime.now(UTC)
         )
@@ -355,15 +488,60 @@ class JournalForwarder:
                 "updated_at": stmt.excluded.updated_at,
             },
         )
-        writer = self._local.execution_options(sqlite_begin="IMMEDIATE")
+        writer = local.execution_options(sqlite_begin="IMMEDIATE")
         with writer.begin() as conn:
             conn.execute(stmt)
 
 
-def _retrieve(future: asyncio.Future[_Cycle]) -> None:
+def _retrieve(future: asyncio.Future[Any]) -> None:
     """Mark an abandoned copy's outcome as seen; the next cycle reports the same state."""
     if not future.cancelled():
         future.exception()
+
+
+def _in_thread(work: Callable[[], _T], name: str) -> asyncio.Future[_T]:
+    """Run ``work`` in a new daemon thread; its outcome settles the returned future.
+
+    Not :func:`asyncio.to_thread`: the default executor's threads are joined when the loop
+    and the interpreter shut down, so one hung in a network call would keep a stopped
+    process alive. A daemon thread can be abandoned.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+    future.add_done_callback(_retrieve)
+
+    def settle(result: _T | None, exc: BaseException | None) -> None:
+        if future.done():
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result, exc = work(), None
+        except BaseException as error:
+            result, exc = None, error
+        with contextlib.suppress(RuntimeError):  # the loop is already closed: nobody waits
+            loop.call_soon_threadsafe(settle, result, exc)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
+
+
+def _shut_down(dbapi_connection: Any) -> None:
+    """Shut a PostgreSQL connection's socket down for reading and writing: a call blocked on
+    it sees the connection closed at once. Closing the descriptor is left to its owner."""
+    pgconn = getattr(dbapi_connection, "pgconn", None)
+    if pgconn is None:
+        return
+    with contextlib.suppress(Exception):  # already closed, or not a socket any more
+        sock = socket.socket(fileno=os.dup(pgconn.socket))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
 
 
 def _insert_ignoring_duplicates(dialect: str) -> sa.Insert:

@@ -6,6 +6,11 @@ entries to the writer thread and returns once they are committed with ``synchron
 transaction, so many concurrent writers share one fsync. No database call ever runs on the
 event loop. The same transaction updates the open parcels and active holds the rows imply
 (:mod:`controller.store.openset`), so start-up recovery never has to fold the journal.
+
+The writer also seals each row into the site's hash chain (:mod:`controller.store.chain`):
+it alone assigns ``seq``, so it alone knows the previous row's hash. It carries the chain on
+from the newest row when the file is reopened, and starts it (from the genesis value) after
+rows that predate the chain.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ import sqlalchemy as sa
 
 from controller.core.domain import JournalEntry
 from controller.store import migrate
+from controller.store.chain import GENESIS, entry_hash
 from controller.store.openset import TableKeeper
-from controller.store.read import max_seq
+from controller.store.read import chain_head
 from controller.store.rows import entry_to_row
 from controller.store.schema import journal_table
 from controller.store.sqlite import sqlite_engine, sqlite_url
@@ -85,6 +91,7 @@ class SqliteJournal:
         self._accepting = False
         self._gate = threading.Lock()  # orders "accepting" against queueing
         self._next_seq = 1
+        self._last_hash = GENESIS  # the hash of row next_seq - 1; writer thread only
         self._commits = 0
         self._rows_written = 0
         self._failed_batches = 0
@@ -186,11 +193,12 @@ class SqliteJournal:
 
     def _serve(self, ready: concurrent.futures.Future[int]) -> None:
         try:
-            engine, conn, last = self._open()
+            engine, conn, (last, last_hash) = self._open()
         except BaseException as exc:
             ready.set_exception(exc)
             return
         self._next_seq = last + 1
+        self._last_hash = last_hash
         ready.set_result(last)
         batch: list[_Request] = []
         try:
@@ -210,16 +218,25 @@ class SqliteJournal:
             conn.close()
             engine.dispose()
 
-    def _open(self) -> tuple[sa.Engine, sa.Connection, int]:
-        """The writer's engine and connection, and the newest ``seq`` of this site; loads
-        the site's open parcels into the table keeper in the same read."""
+    def _open(self) -> tuple[sa.Engine, sa.Connection, tuple[int, str]]:
+        """The writer's engine and connection, and the newest ``seq`` of this site with its
+        hash; loads the site's open parcels into the table keeper in the same read."""
         engine = sqlite_engine(self.url)
         try:
             conn = engine.execution_options(sqlite_begin="IMMEDIATE").connect()
             try:
                 with conn.begin():
                     self._tables.load(conn)
-                    return engine, conn, max_seq(conn, self.site)
+                    last, last_hash = chain_head(conn, self.site)
+                    if last and last_hash is None:
+                        log.info(
+                            "journal %s: the hash chain of %s starts at seq %d (the rows "
+                            "before it predate the chain and stay unsealed)",
+                            self.path,
+                            self.site,
+                            last + 1,
+                        )
+                    return engine, conn, (last, last_hash or GENESIS)
             except BaseException:
                 conn.close()
                 raise
@@ -255,13 +272,16 @@ class SqliteJournal:
 
     def _commit(self, conn: sa.Connection, batch: list[_Request]) -> None:
         wall_time = datetime.now(UTC)
-        seq = self._next_seq
+        seq, prev = self._next_seq, self._last_hash
         rows: list[dict[str, Any]] = []
-        for request in batch:
-            for row in request.rows:
-                rows.append({**row, "site": self.site, "seq": seq, "wall_time": wall_time})
-                seq += 1
         try:
+            for request in batch:
+                for row in request.rows:
+                    full = {**row, "site": self.site, "seq": seq, "wall_time": wall_time}
+                    full["prev_hash"] = prev
+                    full["hash"] = prev = entry_hash(full)
+                    rows.append(full)
+                    seq += 1
             with conn.begin():
                 conn.execute(sa.insert(journal_table), rows)
                 self._tables.apply(conn, rows)  # open parcels and holds, in step
@@ -272,7 +292,7 @@ class SqliteJournal:
             for request in batch:
                 _settle(request, exc)
             return
-        self._next_seq = seq
+        self._next_seq, self._last_hash = seq, prev
         self._commits += 1
         self._rows_written += len(rows)
         for request in batch:

@@ -28,10 +28,16 @@ def open_engine(source: str | Path | sa.Engine) -> tuple[sa.Engine, bool]:
     return sa.create_engine(url, poolclass=sa.pool.NullPool), True
 
 
-def max_seq(conn: sa.Connection, site: str) -> int:
-    """The highest ``seq`` written for ``site``, or 0 when it has none."""
-    stmt = sa.select(sa.func.max(journal_table.c.seq)).where(journal_table.c.site == site)
-    return int(conn.execute(stmt).scalar_one_or_none() or 0)
+def chain_head(conn: sa.Connection, site: str) -> tuple[int, str | None]:
+    """The highest ``seq`` written for ``site`` and its ``hash``: ``(0, None)`` when the site
+    has no rows, a None hash when the newest row is unsealed (it predates the chain)."""
+    j = journal_table.c
+    stmt = sa.select(j.seq, j.hash).where(j.site == site).order_by(j.seq.desc()).limit(1)
+    head: sa.Row[int, str | None] | None = conn.execute(stmt).first()
+    if head is None:
+        return 0, None
+    seq, digest = head
+    return seq, digest
 
 
 def read_entries(

@@ -19,13 +19,17 @@ _TEXT_FIELDS = ("line", "hawb", "state_from", "state_to", "destination", "policy
 def entry_to_row(entry: JournalEntry) -> dict[str, Any]:
     """The row for an entry, without ``site``, ``seq`` and ``wall_time`` (the writer adds them).
 
-    Raises ValueError or TypeError when the entry cannot be stored portably: a NUL character
-    in a text field (PostgreSQL refuses it), or ``data`` that is not JSON (mappings with
+    Raises ValueError or TypeError when the entry cannot be stored portably: a ``ts`` that is
+    not finite (SQLite stores NaN as NULL, and the hash chain's JSON has no NaN), a NUL
+    character in a text field (PostgreSQL refuses it), or ``data`` that is not JSON (mappings with
     string keys, sequences, str, int, float, bool, None; enums are stored by value). Floats
     that are not finite are stored as the strings "NaN", "Infinity" and "-Infinity".
     """
+    ts = float(entry.ts)
+    if not math.isfinite(ts):
+        raise ValueError(f"JournalEntry.ts must be finite, got {ts!r}")
     row: dict[str, Any] = {
-        "ts": float(entry.ts),
+        "ts": ts,
         "kind": _kind_value(entry.kind),
         "tracking_id": int(entry.tracking_id),
         "lane": None if entry.lane is None else int(entry.lane),

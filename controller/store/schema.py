@@ -1,8 +1,9 @@
 """The journal schema, shared verbatim by the local SQLite journal and the central PostgreSQL.
 
 Rows are keyed by ``(site, seq)``: each site's journal numbers its own entries, so copying
-rows from any site into the central database is idempotent. The Alembic revisions in
-``migrations/versions`` create these tables; keep both in step.
+rows from any site into the central database is idempotent. Each row carries its link of the
+site's hash chain (``prev_hash``, ``hash``; :mod:`controller.store.chain`), copied verbatim.
+The Alembic revisions in ``migrations/versions`` create these tables; keep both in step.
 """
 
 from __future__ import annotations
@@ -69,6 +70,11 @@ class JournalRow(Base):
     policy_version: Mapped[str] = mapped_column(sa.String)
     data: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     """The decision's inputs as a JSON object."""
+    prev_hash: Mapped[str | None] = mapped_column(sa.String)
+    """``hash`` of the site's previous row (:data:`controller.store.chain.GENESIS` for seq 1)."""
+    hash: Mapped[str | None] = mapped_column(sa.String)
+    """Hex SHA-256 over this row and ``prev_hash`` (:mod:`controller.store.chain`); null only
+    where someone removed it, which ``cargogate audit verify`` reports."""
 
     __table_args__ = (
         sa.Index("ix_journal_hawb", "hawb"),

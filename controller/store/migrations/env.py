@@ -5,11 +5,15 @@ Offline mode (``alembic upgrade --sql``) renders SQL for the URL in ``sqlalchemy
 
 from __future__ import annotations
 
+import time
+
 import sqlalchemy as sa
 from alembic import context
 
 from controller.store.migrate import PG_MIGRATION_LOCK_KEY
 from controller.store.schema import metadata
+
+LOCK_POLL_S = 0.2
 
 
 def _run_offline() -> None:
@@ -32,11 +36,17 @@ def _run_online(connection: sa.Connection) -> None:
     )
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
-            # Sites that start together must not race to create the central tables.
-            connection.execute(
-                sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK_KEY}
-            )
+            _take_turns(connection)
         context.run_migrations()
+
+
+def _take_turns(connection: sa.Connection) -> None:
+    """Sites that start together must not race to create the central tables: wait for the
+    migration lock by polling, so every statement answers at once and a forwarder waiting
+    here is not mistaken for one stalled on a hung server."""
+    take = sa.text("SELECT pg_try_advisory_xact_lock(:key)")
+    while not connection.execute(take, {"key": PG_MIGRATION_LOCK_KEY}).scalar_one():
+        time.sleep(LOCK_POLL_S)
 
 
 def _main() -> None:
