@@ -149,6 +149,7 @@ async def controller_side(protocol: str, endpoint: str, stop: asyncio.Event) -> 
             if isinstance(telegram, DestinationRequest):
                 reply = DestinationReply("B1", telegram.tracking_id, 1, Reason.LOW_RISK_CLEAN_XRAY)
                 await adapter.reply(reply)
+            adapter.acknowledge(telegram)  # nothing to journal here: at once
 
     task = asyncio.create_task(answer())
     if FREEZE_GC:

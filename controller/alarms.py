@@ -4,7 +4,9 @@ Adapters report conditions as often as they see them; :class:`Alarms` turns that
 log-once-per-outage: a start record, a clear record, both journalled, with the active set
 kept for the dashboard and for operators to acknowledge. Journal writes run off the caller's
 path as tasks; leaving ``async with`` (or :meth:`Alarms.aclose`) awaits them, so a shutdown
-never drops an alarm row that was already raised.
+never drops an alarm row that was already raised. A caller with a journal path of its own
+(a sorter line, whose journal backlog outlives an outage) takes the row from
+:meth:`Alarms.change` and journals it itself.
 """
 
 from __future__ import annotations
@@ -44,8 +46,17 @@ class Alarms:
         self._pending: set[asyncio.Task[None]] = set()
 
     def alarm(self, source: str, message: str, *, active: bool) -> None:
+        entry = self.change(source, message, active=active)
+        if entry is not None and self._journal is not None:
+            task = asyncio.get_running_loop().create_task(self._journal.write([entry]))
+            self._pending.add(task)
+            task.add_done_callback(self._settled)
+
+    def change(self, source: str, message: str, *, active: bool) -> JournalEntry | None:
+        """Like :meth:`alarm`, but the row recording the change comes back for the caller to
+        journal (None when the alarm is already in that state: nothing new to say)."""
         if active == (source in self.active):
-            return  # already in that state: nothing new to say
+            return None
         now = self._now()
         if active:
             self.active[source] = ActiveAlarm(source, message, now)
@@ -54,18 +65,14 @@ class Alarms:
             del self.active[source]
             log.info("alarm %s cleared: %s", source, message)
         self.history.append((now, source, message, active))
-        if self._journal is not None:
-            entry = JournalEntry(
-                ts=now,
-                kind=EntryKind.ALARM,
-                line=source.split("/", 1)[0],
-                tracking_id=0,
-                state_to="active" if active else "cleared",
-                data={"source": source, "message": message},
-            )
-            task = asyncio.get_running_loop().create_task(self._journal.write([entry]))
-            self._pending.add(task)
-            task.add_done_callback(self._settled)
+        return JournalEntry(
+            ts=now,
+            kind=EntryKind.ALARM,
+            line=source.split("/", 1)[0],
+            tracking_id=0,
+            state_to="active" if active else "cleared",
+            data={"source": source, "message": message},
+        )
 
     def acknowledge(self, source: str, user: str, comment: str) -> None:
         """Mark the active alarm ``source`` as seen by ``user`` (the controller journals the

@@ -4,7 +4,20 @@ Every rule of the decision flow lives in :class:`controller.core.tracker.LineTra
 module only carries out what the tracker asks for, on the event loop and under the injected
 clock: it gathers risk and X-ray results concurrently until the parcel's cutoff, waits for an
 officer's review while time remains, makes the decision durable in the journal before the
-sorter sees the reply, and journals everything else off the telegram loop's path.
+sorter sees the reply, and journals everything else off the telegram loop's path. It tells
+the tracker every second that time passes (its tracking watch closes parcels the PLC never
+confirms), and raises the alarms the tracker asks for.
+
+Each line journals through one backlog, in the order the tracker recorded: batched into one
+write per loop turn while the journal takes writes. When it refuses one (a full disk), the
+entries stay at the head of the backlog and the write is retried with capped backoff (50 ms
+doubling to 2 s) until it takes them, followed by everything recorded meanwhile; whoever
+waits for durability (a decision, a command) hears at once that it failed, so the PLC's
+default lane stands and nothing waits on the outage. The alarm ``<line>/journal`` is raised
+at the first failure and cleared once the backlog is written, its own rows going through the
+same backlog. The backlog holds at most the line's ``journal_backlog_max`` entries; beyond
+that, entries are logged in full (at INFO, which is never rate-limited) instead of
+journalled, counted, and ``<line>/journal-overflow`` says how many.
 
 :class:`Controller` runs every line of a site and implements
 :class:`controller.core.ports.OperatorCommands`: each command is checked against the
@@ -16,7 +29,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import json
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -36,17 +51,20 @@ from controller.core.domain import (
     EntryKind,
     JournalEntry,
     RiskResult,
+    Telegram,
     XrayResult,
     XrayStatus,
 )
 from controller.core.holds import Hold, Holds
 from controller.core.kpi import Kpis
 from controller.core.lifecycle import Parcel
+from controller.core.link import LinkState
 from controller.core.policy import DecisionPolicy
 from controller.core.ports import Journal, ReviewQueue, RiskSource, SorterPort, XrayPort
 from controller.core.settings import Line, SiteCore
 from controller.core.tracker import (
     Abandon,
+    Alarm,
     AskReview,
     Effect,
     Gather,
@@ -61,12 +79,42 @@ from controller.core.views import ControllerView, LineView, ParcelView, ReviewVi
 
 log = logging.getLogger(__name__)
 
+#: The PackML states in which a line moves and reports parcels ("" where the PLC reports none).
+RUNNING_STATES = frozenset({"", "execute"})
+
+Queued = tuple[tuple[JournalEntry, ...], asyncio.Future[str]]
+"""Entries waiting in a line's journal backlog, and the future that says how they fared."""
+
+
+class AlarmBoard(Protocol):
+    """The active alarms, keyed by source, which an operator may acknowledge; a line raises
+    its own alarms on it and journals their rows through its own backlog."""
+
+    @property
+    def active(self) -> Mapping[str, object]: ...
+
+    def acknowledge(self, source: str, user: str, comment: str) -> None:
+        """Mark the active alarm ``source`` acknowledged by ``user``."""
+        ...
+
+    def change(self, source: str, message: str, *, active: bool) -> JournalEntry | None:
+        """Raise (``active``) or clear ``source``; the row recording the change, for the
+        caller to journal, or None when it already was in that state."""
+        ...
+
 
 class LineController:
     """Drives the tracker of one sorter line from its telegrams and its ports."""
 
     #: Wall seconds a shutdown waits for decisions and journal writes in flight.
     DRAIN_LIMIT_S = 10.0
+    #: Seconds (on the line's clock) between the first retries of a refused journal write,
+    #: doubling up to the second.
+    RETRY_FIRST_S, RETRY_MAX_S = 0.05, 2.0
+    #: At most this many entries in one journal write while a backlog is written.
+    WRITE_CHUNK = 10_000
+    #: Seconds (on the line's clock) between the tracker's ticks.
+    TICK_S = 1.0
 
     def __init__(
         self,
@@ -80,6 +128,7 @@ class LineController:
         kpis: Kpis,
         holds: Holds,
         review: ReviewQueue | None = None,
+        alarms: AlarmBoard | None = None,
     ) -> None:
         self.line = line
         self.sorter = sorter
@@ -91,15 +140,65 @@ class LineController:
         self.tracker = LineTracker(
             line, policy, kpis, holds, sorter.lane_status, ask_reviews=review is not None
         )
+        self.alarms = alarms
         self._work: dict[int, asyncio.Task[None]] = {}
         self._writes: set[asyncio.Task[None]] = set()
-        self._backlog: list[tuple[tuple[JournalEntry, ...], asyncio.Future[str]]] = []
+        self._backlog: deque[Queued] = deque()
+        self._backlog_entries = 0
+        self._backlog_max = line.journal_backlog_max
         self._flusher: asyncio.Task[None] | None = None
+        self._outage = ""  # why the journal refuses the line's writes; "" while it takes them
+        self._unjournalled = 0  # entries logged instead, since the backlog was last written
+        self._ticker: asyncio.Task[None] | None = None
 
     # --- telegram loop -------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Serve the sorter until its telegram stream ends or this task is cancelled."""
+        """Serve the sorter until its telegram stream ends or this task is cancelled.
+
+        A telegram is acknowledged to the sorter only once the entries the tracker recorded
+        for it are durable: one barrier (``record(())``) is placed after the telegrams of a
+        loop turn, so one commit serves them all, and resolves once everything before it is
+        written. While the journal refuses writes the barrier fails, and a new one is placed
+        with capped backoff until one holds; what is not acknowledged when the controller
+        stops is offered again at its next start (the tracker skips what was journalled).
+        """
+        loop = asyncio.get_running_loop()
+        waiting: deque[tuple[int, Telegram]] = deque()  # handled, not yet acknowledged
+        handled = 0  # telegrams handled so far: a barrier covers those counted before it
+        barrier_due = False  # a barrier is placed, or about to be: the next waits for it
+        retry: asyncio.Task[None] | None = None
+        retry_s = 0.0  # the wait before the next barrier while the journal refuses writes
+        stopped = False
+
+        def place() -> None:
+            # A loop turn after the telegrams were handled. Decisions settled at once (no-read,
+            # malformed, lap limit) record their entries from a task whose first step runs in
+            # this turn, after this callback: the barrier goes in on the next turn, after them
+            # (callbacks run in the order they were scheduled), and covers what was handled.
+            loop.call_soon(barrier, handled)
+
+        def barrier(covered: int) -> None:
+            self.record(()).add_done_callback(lambda done: settled(done, covered))
+
+        def settled(done: asyncio.Future[str], covered: int) -> None:
+            nonlocal barrier_due, retry, retry_s
+            if done.cancelled() or done.result():  # not durable (yet): try again later
+                if not stopped:
+                    retry_s = min(2 * retry_s, 2.0) if retry_s else 0.05
+                    retry = asyncio.create_task(again(retry_s))
+                return
+            retry_s = 0.0
+            while waiting and waiting[0][0] < covered:
+                self.sorter.acknowledge(waiting.popleft()[1])
+            barrier_due = bool(waiting)
+            if barrier_due:
+                loop.call_soon(place)
+
+        async def again(delay_s: float) -> None:
+            await self.clock.sleep_until(self.clock.now() + delay_s)
+            place()
+
         try:
             async for telegram in self.sorter.telegrams():
                 now = self.clock.now()
@@ -107,13 +206,23 @@ class LineController:
                     self.carry_out(self.tracker.request(telegram, now))
                 else:
                     self.carry_out(self.tracker.confirm(telegram, now))
+                waiting.append((handled, telegram))
+                handled += 1
+                if not barrier_due:
+                    barrier_due = True
+                    loop.call_soon(place)
         finally:
-            await self.drain()
+            await self.drain()  # barriers that resolve meanwhile still acknowledge
+            stopped = True
+            if retry is not None:
+                retry.cancel()
 
     async def drain(self, limit_s: float | None = None) -> None:
         """Wait, at most ``limit_s`` wall seconds in all, for decisions in flight and then for
         journal writes still pending. What is still running then is cancelled and logged: the
-        PLC's default lane stands, and recovery takes those parcels back at the next start."""
+        PLC's default lane stands, and recovery takes those parcels back at the next start;
+        journal entries still in the backlog are logged in full. The tracker's ticks stop
+        until the next event."""
         loop = asyncio.get_running_loop()
         until = loop.time() + (self.DRAIN_LIMIT_S if limit_s is None else limit_s)
         while True:
@@ -122,13 +231,16 @@ class LineController:
                 tasks.append(self._flusher)
             tasks = [task for task in tasks if not task.done()]
             if not tasks:
-                return
+                break
             _, stuck = await asyncio.wait(tasks, timeout=max(0.0, until - loop.time()))
             if stuck:
                 for task in stuck:
                     task.cancel()
                 log.warning("line %s: %d task(s) cut short at shutdown", self.line.id, len(stuck))
-                return
+                break
+        if self._ticker is not None:  # the next event starts it again
+            self._ticker.cancel()
+            self._ticker = None
 
     def view(self) -> LineView:
         tracker = self.tracker
@@ -139,6 +251,7 @@ class LineController:
             on_belt=len(tracker.on_belt),
             at_inspection=sum(len(q) for q in tracker.in_inspection.values()),
             awaiting_review=tracker.awaiting_review(),
+            journal_backlog=self._backlog_entries,
         )
 
     def restore(self, parcels: list[Parcel]) -> None:
@@ -148,7 +261,10 @@ class LineController:
     # --- effects -------------------------------------------------------------------------
 
     def carry_out(self, effects: list[Effect]) -> None:
-        """Start what the tracker asked for; nothing here waits."""
+        """Start what the tracker asked for; nothing here waits. The first event starts the
+        tracker's ticks."""
+        if self._ticker is None:
+            self._ticker = asyncio.create_task(self._ticks())
         for effect in effects:
             if isinstance(effect, Record):
                 if effect.awaiting is None:
@@ -163,6 +279,8 @@ class LineController:
                 task = self._work.pop(effect.tracking_id, None)
                 if task is not None and task is not asyncio.current_task():
                     task.cancel()
+            elif isinstance(effect, Alarm):
+                self._alarm(effect.what, effect.message, active=effect.active)
             else:
                 self._spawn_reply(effect)
 
@@ -227,7 +345,12 @@ class LineController:
         assert record.awaiting is not None
         error = await self.record(record.entries)
         if error:
-            log.error("line %s: journal write failed, PLC default stands: %s", self.line.id, error)
+            log.error(
+                "line %s: decision not durable, PLC default stands (its entries stay in the "
+                "backlog): %s",
+                self.line.id,
+                error,
+            )
         self.carry_out(self.tracker.journalled(record.awaiting, self.clock.now(), error))
 
     def _spawn_reply(self, reply: Reply) -> None:
@@ -240,48 +363,190 @@ class LineController:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("line %s: reply not handed to the sorter: %r", self.line.id, exc)
 
+    def _alarm(self, what: str, message: str, *, active: bool) -> None:
+        """Raise or clear the line's alarm ``<line>/<what>``; its row joins the backlog (past
+        its cap: an alarm row is never left out)."""
+        if self.alarms is None:  # a bare controller (tests): the log has it
+            state = "raised" if active else "cleared"
+            log.warning("line %s: alarm %s %s: %s", self.line.id, what, state, message)
+            return
+        entry = self.alarms.change(f"{self.line.id}/{what}", message, active=active)
+        if entry is not None:
+            self._queue((entry,), asyncio.get_running_loop().create_future())
+
+    async def _ticks(self) -> None:
+        """Tell the tracker that time passes, every :attr:`TICK_S`, traffic or not; the time
+        the line stands still (link not up, not running) does not count against parcels."""
+        while True:
+            await self.clock.sleep_until(self.clock.now() + self.TICK_S)
+            try:
+                health = self.sorter.health()
+                running = health.link is LinkState.UP and health.line_state in RUNNING_STATES
+                self.carry_out(self.tracker.tick(self.clock.now(), running))
+            except Exception:  # a bug here must not stop the watch for good
+                log.exception("line %s: tick failed", self.line.id)
+
+    # --- the journal backlog -------------------------------------------------------------
+
     def record(self, entries: Sequence[JournalEntry]) -> asyncio.Future[str]:
         """Journal ``entries`` after everything recorded before them, in order, batched into
         one write per loop turn. The future gives "" once they are durable, or why they are
-        not; nobody needs to await it. An empty call is a barrier: it resolves once all
-        earlier entries are durable."""
+        not (yet): while the journal refuses writes it says so at once, and the entries are
+        still written once it takes them again, unless the backlog is full (then they are
+        logged instead). Nobody needs to await it. An empty call is a barrier: it resolves
+        once all earlier entries are durable."""
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._backlog.append((tuple(entries), done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+        entries = tuple(entries)
+        if entries and self._backlog_entries + len(entries) > self._backlog_max:
+            self._overflow(entries)
+            done.set_result(f"journal backlog of line {self.line.id} full: logged, not journalled")
+            return done
+        self._queue(entries, done)
+        if self._outage:
+            done.set_result(self._outage)  # nobody waits on a journal that refuses writes
         return done
 
+    def _queue(self, entries: tuple[JournalEntry, ...], done: asyncio.Future[str]) -> None:
+        self._backlog.append((entries, done))
+        self._backlog_entries += len(entries)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+
     async def _flush(self) -> None:
-        while self._backlog:
-            batch, self._backlog = self._backlog, []
-            rows = [entry for entries, _ in batch for entry in entries]
-            error = ""
-            if rows:
+        """Write the backlog from its head, in order; while the journal refuses, retry the
+        head with capped backoff."""
+        retry_s = self.RETRY_FIRST_S
+        try:
+            while self._backlog:
+                error = await self._write_head()
+                if not error:
+                    retry_s = self.RETRY_FIRST_S
+                    if not self._backlog and (self._outage or self._unjournalled):
+                        self._caught_up()
+                    continue
+                if not self._outage:
+                    self._refused(error)
+                await self.clock.sleep_until(self.clock.now() + retry_s)
+                retry_s = min(2 * retry_s, self.RETRY_MAX_S)
+        except asyncio.CancelledError:
+            self._abandon()
+            raise
+
+    async def _write_head(self) -> str:
+        """Write the records at the head of the backlog (up to :attr:`WRITE_CHUNK` entries,
+        at least one record) and take them off it; "" once written, else why not (they stay)."""
+        batch: list[Queued] = []
+        rows: list[JournalEntry] = []
+        for queued in self._backlog:
+            if batch and len(rows) + len(queued[0]) > self.WRITE_CHUNK:
+                break
+            batch.append(queued)
+            rows += queued[0]
+        if rows:
+            try:
+                await self.journal.write(rows)
+            except (ValueError, TypeError):  # an entry the journal can never store
+                return await self._write_apart(len(batch))
+            except Exception as exc:
+                return _why(exc)
+        for _ in batch:
+            self._taken("")
+        return ""
+
+    async def _write_apart(self, records: int) -> str:
+        """The first ``records`` records hold an entry the journal can never store: write
+        them entry by entry, logging those it refuses in full (their record's future says
+        so); stop at any other failure, the rest staying at the head."""
+        for _ in range(records):
+            entries, done = self._backlog[0]
+            refused = ""
+            while entries:
                 try:
-                    await self.journal.write(rows)
-                except Exception as exc:  # the log keeps what the journal could not
-                    error = repr(exc)
-                    log.error(
-                        "line %s: journal write of %d entries failed: %s; entries: %s",
-                        self.line.id,
-                        len(rows),
-                        error,
-                        [(e.kind.value, e.tracking_id, e.state_from, e.state_to) for e in rows],
-                    )
-            for _, done in batch:
-                if not done.done():
-                    done.set_result(error)
+                    await self.journal.write([entries[0]])
+                except (ValueError, TypeError) as exc:
+                    refused = f"the journal cannot store an entry: {_why(exc)}"
+                    self._unjournal(entries[:1], refused)
+                except Exception as exc:
+                    return _why(exc)
+                entries = entries[1:]
+                self._backlog[0] = (entries, done)
+                self._backlog_entries -= 1
+            self._taken(refused)
+        return ""
 
+    def _taken(self, error: str) -> None:
+        """The head record is written (or left out, ``error`` saying why): off the backlog."""
+        entries, done = self._backlog.popleft()
+        self._backlog_entries -= len(entries)
+        if not done.done():
+            done.set_result(error)
 
-class AlarmBoard(Protocol):
-    """The active alarms, keyed by source, which an operator may acknowledge."""
+    def _refused(self, error: str) -> None:
+        """The first refused write of an outage: whoever waits hears it now, and the alarm
+        goes up."""
+        self._outage = error
+        log.error(
+            "line %s: the journal refuses writes: %s; %d entries kept in order and retried",
+            self.line.id,
+            error,
+            self._backlog_entries,
+        )
+        for _, done in self._backlog:
+            if not done.done():
+                done.set_result(error)
+        message = (
+            f"the journal refuses writes: {error}; the line keeps its entries in memory (up "
+            f"to {self._backlog_max}) and writes them once it takes writes again"
+        )
+        self._alarm("journal", message, active=True)
 
-    @property
-    def active(self) -> Mapping[str, object]: ...
+    def _caught_up(self) -> None:
+        """The backlog is written: clear the outage's alarms, saying what was left out."""
+        left_out, self._unjournalled = self._unjournalled, 0
+        note = f"; {left_out} entries were logged in full, not journalled" if left_out else ""
+        if self._outage:
+            self._outage = ""
+            log.info("line %s: the journal takes writes again; backlog written", self.line.id)
+            self._alarm(
+                "journal", f"the journal takes writes again; backlog written{note}", active=False
+            )
+        if left_out:
+            self._alarm("journal-overflow", f"backlog written{note}", active=False)
 
-    def acknowledge(self, source: str, user: str, comment: str) -> None:
-        """Mark the active alarm ``source`` acknowledged by ``user``."""
-        ...
+    def _overflow(self, entries: tuple[JournalEntry, ...]) -> None:
+        if not self._unjournalled:
+            message = (
+                f"the line's journal backlog is full ({self._backlog_max} entries): further "
+                "entries are logged in full, not journalled"
+            )
+            self._alarm("journal-overflow", message, active=True)
+        self._unjournal(entries, "the journal backlog is full")
+
+    def _unjournal(self, entries: Sequence[JournalEntry], why: str) -> None:
+        """Log ``entries`` in full instead of journalling them: one line each, at INFO (the
+        log never holds information back), and count them; the complaint is an error."""
+        self._unjournalled += len(entries)
+        for entry in entries:
+            log.info(
+                "line %s: journal entry not journalled (%s): %s", self.line.id, why, _json(entry)
+            )
+        log.error(
+            "line %s: %d journal entries logged, not journalled, so far: %s",
+            self.line.id,
+            self._unjournalled,
+            why,
+        )
+
+    def _abandon(self) -> None:
+        """Shutdown cut the backlog short: log what is left in full, tell whoever waits."""
+        why = "the controller stopped before the journal took them (they may be journalled)"
+        while self._backlog:
+            entries, done = self._backlog.popleft()
+            if entries:
+                self._unjournal(entries, why)
+            if not done.done():
+                done.set_result(why)
+        self._backlog_entries = 0
 
 
 class Controller:
@@ -321,6 +586,7 @@ class Controller:
                 self.kpis,
                 self.holds,
                 review,
+                alarms,
             )
             for line in site.lines
         }
@@ -400,9 +666,11 @@ class Controller:
             if isinstance(planned, Refused):
                 return await self._refuse(command, line_id, now, planned.message, record)
             if error := await record((planned.entry,)):
+                # The entry may still be written later (a line's backlog keeps it): the row
+                # after it says the command was not applied.
                 log.error("command %s not journalled, not applied: %s", command.command, error)
                 message = f"could not journal the command, nothing changed: {error}"
-                return CommandResult(accepted=False, message=message)
+                return await self._refuse(command, line_id, self.clock.now(), message, record)
             applied = planned.commit(self.clock.now())
             if isinstance(applied, Refused):
                 message = f"not applied: {applied.message}"
@@ -410,7 +678,12 @@ class Controller:
             if line_id:
                 self.lines[line_id].carry_out(applied)
             if error := await record(()):  # the effect is durable before the answer
-                log.error("command %s applied but its effect not journalled: %s", command, error)
+                log.error(
+                    "command %s applied; its effect is not journalled yet (the line's backlog "
+                    "keeps it): %s",
+                    command,
+                    error,
+                )
             return CommandResult(accepted=True, message=_accepted(command))
 
     async def _refuse(
@@ -507,3 +780,18 @@ def _accepted(command: Command) -> str:
     if isinstance(command, ForceClose):
         return f"parcel {command.tracking_id} on {command.line} closed as exception"
     return f"alarm {command.source} acknowledged"
+
+
+def _why(exc: Exception) -> str:
+    """An exception in one short line: a driver's error may go on with the statement and
+    every parameter (an alarm message, a deadline miss's reason, a log line carry this)."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first[:200]}"
+
+
+def _json(entry: JournalEntry) -> str:
+    """An entry in full as one JSON object (a decision's inputs rendered)."""
+    fields = entry._asdict()
+    fields["data"] = dict(entry.data)
+    fields["reasons"] = [int(reason) for reason in entry.reasons]
+    return json.dumps(fields, default=str, sort_keys=True)

@@ -28,6 +28,7 @@ from controller.core.clock import Clock, MonotonicClock
 from controller.core.domain import DivertStatus
 from controller.core.settings import ConfigError, Line
 from plc_adapters import rulebook
+from plc_adapters.cert_pins import CertificateFileError, trust_list
 from plc_adapters.certs import make_certificate
 from plc_adapters.emulator import EmulatedPlc, PlcTiming
 from plc_adapters.modbus_server import ModbusServerImage
@@ -41,6 +42,8 @@ from plc_adapters.settings import (
 )
 
 log = logging.getLogger(__name__)
+
+EMULATOR_URI = "urn:cargogate:emulated-plc"
 
 
 class Protocol(StrEnum):
@@ -80,6 +83,7 @@ class Emulator:
         clock: Clock,
         pki: Path | None = None,
         host_override: str | None = None,
+        trust: tuple[Path, ...] = (),
     ) -> None:
         self.site = site
         self.clock = clock
@@ -101,7 +105,7 @@ class Emulator:
                         host,
                         port,
                         settings.namespace_uri,
-                        security=_server_security(settings, pki),
+                        security=_server_security(settings, pki, sorters, trust),
                         credentials=_server_credentials(settings),
                     )
                 image = OpcUaServerImage(shared, settings.object_name or line.id, layout)
@@ -178,7 +182,15 @@ class Emulator:
             table.add_column(column)
         for line_id, plc in self.plcs.items():
             flow = self.flows[line_id]
-            controller = "[red]lost: safe state[/red]" if plc.safe_state else "[green]alive[/green]"
+            owner = plc.owner_id
+            if not owner:
+                controller = "[yellow]none yet: safe state[/yellow]"
+            elif plc.safe_state:
+                controller = f"[red]{owner} lost: safe state[/red]"
+            else:
+                controller = f"[green]{owner} alive[/green]"
+            if plc.claims_refused:
+                controller += f" [red]({plc.claims_refused} claims refused)[/red]"
             table.add_row(
                 line_id,
                 plc.image.endpoint,
@@ -194,7 +206,15 @@ class Emulator:
         return table
 
 
-def _server_security(settings: OpcUaSorter, pki: Path | None) -> Security | None:
+def _server_security(
+    settings: OpcUaSorter,
+    pki: Path | None,
+    sorters: dict[str, OpcUaSorter | ModbusSorter],
+    trust: tuple[Path, ...],
+) -> Security | None:
+    """The emulated PLC's certificate from ``pki`` and its trust list: the controller
+    certificates the site file names (``security.certificate`` of its OPC UA lines, the
+    emulator's own clients) and the ``--trust`` files or folders."""
     if settings.security is None:
         return None
     if pki is None:
@@ -202,11 +222,27 @@ def _server_security(settings: OpcUaSorter, pki: Path | None) -> Security | None
             "security: the line asks for Basic256Sha256; give --pki DIR so the emulator has a "
             "server certificate (DIR/plc.der, DIR/plc-key.pem; made there if missing)"
         )
+    certificate, key = emulator_certificate(pki)
+    named = [
+        s.security.certificate
+        for s in sorters.values()
+        if isinstance(s, OpcUaSorter) and s.security is not None
+    ]
+    trusted = tuple(dict.fromkeys([*named, *trust]))
+    try:
+        trust_list(trusted)
+    except CertificateFileError as exc:
+        raise SettingsError(f"trust list (security.certificate, --trust): {exc}") from None
+    return Security(certificate, key, None, EMULATOR_URI, trusted=trusted)
+
+
+def emulator_certificate(pki: Path) -> tuple[Path, Path]:
+    """``pki``/plc.der and plc-key.pem, made there if missing (so a site file can name or pin
+    the emulator's certificate before the emulator first serves it)."""
     certificate, key = pki / "plc.der", pki / "plc-key.pem"
-    uri = "urn:cargogate:emulated-plc"
     if not certificate.exists() or not key.exists():
-        make_certificate(pki, "plc", uri, ("127.0.0.1", "localhost"))
-    return Security(certificate, key, None, uri)
+        make_certificate(pki, "plc", EMULATOR_URI, ("127.0.0.1", "localhost"))
+    return certificate, key
 
 
 def _server_credentials(settings: OpcUaSorter) -> Credentials | None:
@@ -245,7 +281,16 @@ def plc_emulator(
         Path | None,
         typer.Option(
             help="Folder with the emulator's OPC UA certificate (plc.der, plc-key.pem); made "
-            "there if missing. Needed when a line sets 'security'."
+            "there if missing, before the site file is read. Needed when a line sets 'security'."
+        ),
+    ] = None,
+    trust: Annotated[
+        list[Path] | None,
+        typer.Option(
+            metavar="PATH",
+            help="With security: also admit OPC UA clients with this certificate (a file, or a "
+            "folder of .der/.pem/.crt/.cer files); repeatable. The controller certificates the "
+            "site file names are always admitted; every other client is refused.",
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for the emulator's parcels.")] = 7,
@@ -259,8 +304,12 @@ def plc_emulator(
     """
     setup_logging("warning")
     try:
+        if pki is not None and protocol is Protocol.OPCUA:
+            emulator_certificate(pki)
         site, sorters = load_emulator_site(config)
-        emulator = Emulator(site, sorters, protocol, MonotonicClock(), pki, host)
+        emulator = Emulator(
+            site, sorters, protocol, MonotonicClock(), pki, host, tuple(trust or ())
+        )
     except ConfigError as exc:
         print_problems(exc)
         raise typer.Exit(code=2) from None

@@ -3,11 +3,13 @@
 :class:`EmulatedPlc` is what a PLC programmer implements, written once in Python: a scan
 cycle over the shared layout that publishes telegrams from a backlog into the telegram ring
 (raising *mailbox full* when the controller falls behind), consumes the reply ring, counts its
-heartbeat, watches the controller's, and keeps per-parcel tracking so that at divert time
-:meth:`EmulatedPlc.lane_for` says where the parcel goes. What a PLC does with a reply (credited
-only if it arrived by the parcel's decision point; safe state; lane full; lap limit; lost
-tracking) is not written here but in :mod:`plc_adapters.rulebook`, which the twin's plant
-applies too.
+heartbeat, watches the controller's, grants the PLC to one controller at a time (``CtlOwner``:
+a claim is refused while another controller's heartbeat is alive), and keeps per-parcel
+tracking so that at divert time :meth:`EmulatedPlc.lane_for` says where the parcel goes. It
+starts in its safe state, as the contract says a PLC does until its owner's heartbeat moves.
+What a PLC does with a reply (credited only if it arrived by the parcel's decision point; safe
+state; lane full; lap limit; lost tracking) is not written here but in
+:mod:`plc_adapters.rulebook`, which the twin's plant applies too.
 
 Only replies the PLC credits reach ``on_reply`` (the plant acts on those alone, as a real
 sorter would); ``on_reply_taken`` sees every reply read from the ring.
@@ -56,11 +58,13 @@ from plc_adapters.telegrams import RawTelegram
 
 log = logging.getLogger(__name__)
 
+_CTL_OWNER = header("ctl_owner")
 
 _COLD_START_ZEROED = frozenset(
     (
         "plc_heartbeat",
         "ctl_heartbeat",
+        "ctl_owner",
         "plc_flags",
         "tel_write",
         "tel_ack",
@@ -68,7 +72,8 @@ _COLD_START_ZEROED = frozenset(
         "rep_ack",
     )
 )
-"""Header words a cold start zeroes (section 6.2): every counter, both heartbeats, the flags."""
+"""Header words a cold start zeroes (section 6.2): every counter, both heartbeats, the owner
+and the flags."""
 
 
 @dataclass(slots=True)
@@ -133,7 +138,9 @@ class EmulatedPlc:
         self._scan_task: asyncio.Task[None] | None = None
         self.serving = False
         self.heartbeat_frozen = False
-        self.safe_state = False
+        self.safe_state = True  # no owner yet (section 4.5)
+        self.claims_refused = 0
+        self._refused_claimant = 0  # the last claimant refused, logged once per claimant
         self.replies_received = 0
         self.replies_late = 0
         self.replies_invalid = 0
@@ -141,7 +148,7 @@ class EmulatedPlc:
         self.telegrams_dropped = 0
         self.cold_starts = 0
         self._ctl_beat: Value = 0
-        self._ctl_beat_at = time.monotonic()
+        self._ctl_beat_at = -math.inf  # no controller heartbeat seen since the owner came
         self._next_beat = 0.0
         self._flags = PlcFlags(0)
         self._lane_rows: dict[int, int] = {}
@@ -287,8 +294,8 @@ class EmulatedPlc:
         self._laps.clear()
         if not keep_flags:
             self._flags = PlcFlags(0)
-        self._ctl_beat, self._ctl_beat_at = 0, time.monotonic()
-        self.safe_state = False
+        self._ctl_beat, self._ctl_beat_at = 0, -math.inf
+        self.safe_state = True
         self._next_beat = 0.0
         log.warning(
             "line %s: PLC cold start (ring slots %s)",
@@ -321,6 +328,11 @@ class EmulatedPlc:
 
     def set_line_state(self, state: PackMLState) -> None:
         self._set(header("line_state"), int(state))
+
+    @property
+    def owner_id(self) -> int:
+        """The controller that owns the PLC (``CtlOwner``, section 4.5); 0 for none."""
+        return self._int(_CTL_OWNER)
 
     @property
     def mailbox_full(self) -> bool:
@@ -368,11 +380,41 @@ class EmulatedPlc:
         return self._owners.get(key)
 
     def written(self, key: Key, value: Value) -> bool:
-        """The controller wrote ``key``; False (refused) if the PLC owns it."""
+        """The controller wrote ``key``; False (refused) if the PLC owns it, or if it is a
+        claim (``CtlOwner``) while another controller owns the PLC."""
         if self._owners.get(key) is not Owner.CONTROLLER:
+            return False
+        if key == _CTL_OWNER and not self._claim(value):
             return False
         self.mem[key] = value
         self._wake.set()
+        return True
+
+    def _claim(self, value: Value) -> bool:
+        """Section 4.5: rewriting the owner's own id, or releasing (0), always stands; another
+        id takes the PLC only while it has no live owner (it is in its safe state). A granted
+        claim counts as the new owner's first heartbeat."""
+        owner = self.mem[_CTL_OWNER]
+        if value in (owner, 0):
+            if value == 0 and owner != 0:
+                log.info("line %s: controller %s released the PLC", self.line, owner)
+                self.safe_state = True
+            return True
+        if owner != 0 and not self.safe_state:
+            self.claims_refused += 1
+            if value != self._refused_claimant:
+                self._refused_claimant = int(value) if isinstance(value, int) else -1
+                log.warning(
+                    "line %s: claim by controller %s refused: controller %s owns the PLC and "
+                    "its heartbeat is alive",
+                    self.line,
+                    value,
+                    owner,
+                )
+            return False
+        log.info("line %s: controller %s owns the PLC (was %s)", self.line, value, owner or "none")
+        self._ctl_beat, self._ctl_beat_at = self.mem[header("ctl_heartbeat")], time.monotonic()
+        self._refused_claimant = 0
         return True
 
     def clock_ms(self) -> int:
@@ -408,22 +450,28 @@ class EmulatedPlc:
         self._set(header("plc_flags"), int(self._flags))
 
     def _watch_controller(self, now: float) -> None:
+        """Safe state while no controller owns the PLC or its heartbeat has stalled."""
         beat = self.mem[header("ctl_heartbeat")]
         if beat != self._ctl_beat:
             self._ctl_beat, self._ctl_beat_at = beat, now
-            if self.safe_state:
-                log.info("line %s: controller heartbeat back; leaving the safe state", self.line)
-            self.safe_state = False
-        elif not self.safe_state and rulebook.heartbeat_lost(
-            now, self._ctl_beat_at, self.timing.heartbeat_timeout_s
-        ):
+        owner = self.mem[_CTL_OWNER]
+        lost = rulebook.heartbeat_lost(now, self._ctl_beat_at, self.timing.heartbeat_timeout_s)
+        safe = owner == 0 or lost
+        if safe == self.safe_state:
+            return
+        self.safe_state = safe
+        if not safe:
+            log.info(
+                "line %s: controller %s heartbeat seen; leaving the safe state", self.line, owner
+            )
+        elif owner != 0:
             log.warning(
-                "line %s: controller heartbeat stalled for %.1f s; safe state: default lane %d",
+                "line %s: controller %s heartbeat stalled for %.1f s; safe state: default lane %d",
                 self.line,
+                owner,
                 now - self._ctl_beat_at,
                 self.default_lane,
             )
-            self.safe_state = True
 
     def _take_replies(self) -> None:
         rep_write, rep_ack = self._int(header("rep_write")), self._int(header("rep_ack"))
@@ -453,6 +501,8 @@ class EmulatedPlc:
                 )
                 self._set_flag(PlcFlags.REPLY_ERROR, True)
                 continue
+            if tracking_id == 0:
+                continue  # a void reply: the controller withdrew it (section 4.2)
             self._accept_reply(tracking_id, lane, reason, now)
         self._set(header("rep_ack"), rep_ack)
 

@@ -79,7 +79,14 @@ def build_wire_sorter(
     security = None
     if settings.security is not None:
         s = settings.security
-        security = Security(s.certificate, s.private_key, s.server_certificate, s.application_uri)
+        security = Security(
+            s.certificate,
+            s.private_key,
+            s.server_certificate,
+            s.application_uri,
+            s.server_certificate_sha256,
+            s.insecure_accept_any_server_cert,
+        )
     password = settings.password()
     credentials = (
         Credentials(settings.username, password)

@@ -53,6 +53,8 @@ class InProcessSorter:
         self.replies: list[DestinationReply] = []
         self.replies_ignored = 0
         """Replies not credited: late, or for a parcel never requested."""
+        self.acknowledged = 0
+        """Telegrams the controller said were durable (:meth:`acknowledge`)."""
         self.clock = clock
         self.decision_window_s = decision_window_s
         self._deadlines: dict[int, float] = {}  # tracking id -> decision point (with a clock)
@@ -76,6 +78,11 @@ class InProcessSorter:
             self.on_reply(reply)
         else:
             self.replies.append(reply)
+
+    def acknowledge(self, telegram: Telegram) -> None:
+        """Counted only: in one process no telegram outlives the controller that took it, so
+        none is ever offered again."""
+        self.acknowledged += 1
 
     def lane_status(self) -> Mapping[int, LaneStatus]:
         return self._lanes

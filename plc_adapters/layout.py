@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from enum import IntEnum, IntFlag, StrEnum
 from functools import cached_property
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
+"""2 since word 7 became ``CtlOwner`` (it was ``Reserved``, owned by the PLC, in version 1)."""
 BARCODE_BYTES = 32
 BARCODE_TOO_LONG = 0x1A
 """ASCII SUB: in the last byte of a full barcode field, "the barcode did not fit" (a longer
@@ -51,7 +52,7 @@ class TelegramKind(IntEnum):
 class PlcFlags(IntFlag):
     """Bits of the PLC's ``plc_flags`` word."""
 
-    SAFE_STATE = 1  # the controller's heartbeat stalled: every parcel goes to the default lane
+    SAFE_STATE = 1  # no live owner (none, or its heartbeat stalled): every parcel to the default
     MAILBOX_FULL = 2  # the telegram ring is full; the PLC holds telegrams in its own backlog
     TELEGRAMS_DROPPED = 4  # the PLC's backlog overflowed; some parcels were defaulted unannounced
     REPLY_ERROR = 8  # a reply slot did not carry the sequence number expected (latched)
@@ -109,7 +110,7 @@ HEADER: tuple[tuple[str, FieldType, Owner, str], ...] = (
     ("ctl_heartbeat", FieldType.U16, Owner.CONTROLLER, "+1 every heartbeat period, wraps"),
     ("line_state", FieldType.U16, Owner.PLC, "PackML state number"),
     ("plc_flags", FieldType.U16, Owner.PLC, "bit 0 safe state, 1 mailbox full, 2 dropped"),
-    ("reserved", FieldType.U16, Owner.PLC, "0"),
+    ("ctl_owner", FieldType.U16, Owner.CONTROLLER, "id of the owning controller, 0 = none"),
     ("plc_clock_ms", FieldType.U32, Owner.PLC, "PLC millisecond tick, wraps, live"),
     ("tel_write", FieldType.U32, Owner.PLC, "telegram slots written so far (writer index)"),
     ("tel_ack", FieldType.U32, Owner.CONTROLLER, "telegram slots consumed (reader index)"),

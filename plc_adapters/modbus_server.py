@@ -38,7 +38,9 @@ class ModbusServerImage:
     """Server side: the emulated PLC's memory as holding registers, served on ``port``.
 
     Reads are answered from the PLC memory at request time (``plc_clock_ms`` live); writes to
-    registers the PLC owns are refused with exception 2 (illegal data address).
+    registers the PLC owns are refused with exception 2 (illegal data address), and a write
+    the PLC refuses by its value (a claim of ``CtlOwner`` while another controller owns it)
+    with exception 3 (illegal data value), leaving the registers as they were.
     """
 
     def __init__(
@@ -117,9 +119,12 @@ class ModbusServerImage:
         touched = {id(f): f for f in self._field_at[offset : offset + count]}
         if any(f.owner is not Owner.CONTROLLER for f in touched.values()):
             return ExcCodes.ILLEGAL_ADDRESS
+        before = self.regs[offset : offset + count]
         self.regs[offset : offset + count] = [int(v) for v in set_values]
         if self._plc is not None:
             for f in touched.values():
                 words = self.regs[f.offset : f.offset + f.type.registers]
-                self._plc.written(f.key, decode(f.type, words))
+                if not self._plc.written(f.key, decode(f.type, words)):
+                    self.regs[offset : offset + count] = before
+                    return ExcCodes.ILLEGAL_VALUE
         return None

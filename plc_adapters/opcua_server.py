@@ -12,14 +12,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from asyncua import ua
 from asyncua.common.node import Node
+from asyncua.common.utils import ServiceError
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.server import Server
 from asyncua.server.user_managers import UserManager
+from asyncua.ua.status_codes import StatusCodes
+from cryptography import x509
 
+from plc_adapters.cert_pins import fingerprint, first_certificate, trust_list
 from plc_adapters.layout import FieldType, Key, Layout, Owner, Value, header
 from plc_adapters.opcua_wire import (
     AREA_NAMES,
@@ -37,10 +42,21 @@ from plc_adapters.transport import quiet_protocol_loggers
 log = logging.getLogger(__name__)
 
 
-class _Users(UserManager):
-    """Accepts exactly one configured user name and password."""
+class _Gate(UserManager):
+    """Admits a session when it is activated: with security on, only over a secure channel
+    whose client certificate is in the trust list; with credentials, only for that user.
 
-    def __init__(self, credentials: Credentials) -> None:
+    The certificate checked is the secure channel's, which the client proved it holds the key
+    of. asyncua's ``certificate_validator`` hook sees only the certificate a client names when
+    it creates the session, which need not be the channel's, and a session over an unsecured
+    channel (which asyncua's server lets any client open, for discovery) names none.
+    """
+
+    def __init__(
+        self, endpoint: str, trusted: dict[str, Path] | None, credentials: Credentials | None
+    ) -> None:
+        self._endpoint = endpoint
+        self._trusted = trusted
         self._credentials = credentials
 
     def get_user(
@@ -50,10 +66,40 @@ class _Users(UserManager):
         password: str | None = None,
         certificate: Any = None,
     ) -> User | None:
+        if self._trusted is not None:
+            self._check_certificate(certificate)
         wanted = self._credentials
-        if username == wanted.username and password == wanted.password:
-            return User(role=UserRole.User)
-        return None
+        if wanted is not None and (username != wanted.username or password != wanted.password):
+            return None
+        return User(role=UserRole.User)
+
+    def _check_certificate(self, certificate: bytes | None) -> None:
+        """Raise the rejection the client sees (a service fault with the status code)."""
+        assert self._trusted is not None
+        if not certificate:
+            log.warning(
+                "emulated PLC %s: refused a session without a client certificate "
+                "(security None): this server admits only Sign&Encrypt with a trusted certificate",
+                self._endpoint,
+            )
+            raise ServiceError(StatusCodes.BadSecurityModeRejected)
+        try:
+            presented = first_certificate(certificate)
+            subject = x509.load_der_x509_certificate(presented).subject.rfc4514_string()
+        except ValueError:
+            log.warning(
+                "emulated PLC %s: refused a client certificate that is not DER", self._endpoint
+            )
+            raise ServiceError(StatusCodes.BadCertificateInvalid) from None
+        pin = fingerprint(presented)
+        if pin not in self._trusted:
+            log.warning(
+                "emulated PLC %s: refused client certificate sha256 %s (%s): not in the trust list",
+                self._endpoint,
+                pin,
+                subject,
+            )
+            raise ServiceError(StatusCodes.BadCertificateUntrusted)
 
 
 class OpcUaHost:
@@ -61,7 +107,9 @@ class OpcUaHost:
 
     Several lines of a PLC (or of the emulator) may share one endpoint; each line is one
     object. Stopping the host stops the endpoint for every line on it; starting it again
-    rebuilds every line's variables from its PLC memory.
+    rebuilds every line's variables from its PLC memory (and reads the trust list again).
+    With ``security`` the endpoint is Sign&Encrypt only and admits only the client
+    certificates of ``security.trusted`` (:class:`_Gate`).
     """
 
     def __init__(
@@ -98,7 +146,11 @@ class OpcUaHost:
                 self._built.add(image.line)
 
     async def _start(self) -> None:
-        server = Server(user_manager=_Users(self.credentials) if self.credentials else None)
+        trusted = None if self.security is None else trust_list(self.security.trusted)
+        gate = None
+        if trusted is not None or self.credentials is not None:
+            gate = _Gate(self.endpoint, trusted, self.credentials)
+        server = Server(user_manager=gate)
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name("CargoGate emulated sorter PLC")
@@ -111,6 +163,8 @@ class OpcUaHost:
             server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         if self.credentials is not None:
             server.set_identity_tokens([ua.UserNameIdentityToken])
+        elif self.security is not None:  # no X.509 user tokens: the channel's certificate counts
+            server.set_identity_tokens([ua.AnonymousIdentityToken])
         self.index = await server.register_namespace(self.namespace_uri)
         for image in self._lines.values():
             await image.build(server, self.index)
@@ -125,6 +179,10 @@ class OpcUaHost:
             self.port = server.bserver.port  # the OS chose a free port: keep it for restarts
         self.server = server
         log.info("emulated PLC serving %s (lines %s)", self.endpoint, ", ".join(self._lines))
+        for pin, path in (trusted or {}).items():
+            log.info(
+                "emulated PLC %s trusts client certificate sha256 %s (%s)", self.endpoint, pin, path
+            )
 
     async def stop(self) -> None:
         """Stop the endpoint (every line on it); never raises."""
@@ -199,9 +257,15 @@ class OpcUaServerImage:
 
     def _setter(self, key: Key, type_: FieldType) -> Callable[[Any, Any, ua.DataValue], None]:
         def setter(node: Any, attr: Any, value: ua.DataValue) -> None:
+            plc, variant = self._plc, value.Value
+            refused = (
+                plc is not None
+                and variant is not None
+                and not plc.written(key, from_variant(type_, variant.Value))
+            )
+            if refused:  # a claim while another controller owns the PLC: the value stays
+                raise ua.uaerrors.BadUserAccessDenied
             node.attributes[attr].value = value
-            if self._plc is not None and value.Value is not None:
-                self._plc.written(key, from_variant(type_, value.Value.Value))
 
         return setter
 

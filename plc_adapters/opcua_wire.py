@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,11 @@ from asyncua.common.node import Node
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
+from plc_adapters.cert_pins import certificate_der, fingerprint, first_certificate, parse_pin
 from plc_adapters.layout import FieldType, Key, Layout, Value, header
 from plc_adapters.transport import LinkDownError, LinkRejectedError, quiet_protocol_loggers
+
+log = logging.getLogger(__name__)
 
 VARIANT = {
     FieldType.U16: ua.VariantType.UInt16,
@@ -66,12 +70,22 @@ def from_variant(type_: FieldType, value: Any) -> Value:
 
 @dataclass(frozen=True, slots=True)
 class Security:
-    """Basic256Sha256 Sign&Encrypt material for one side (paths to PEM or DER files)."""
+    """Basic256Sha256 Sign&Encrypt material for one side (paths to PEM or DER files).
+
+    The client must know the server's certificate: ``peer_certificate`` (a file) or
+    ``peer_sha256`` (a pin, :mod:`plc_adapters.cert_pins`), checked against the certificate the
+    server presents on every connect; ``accept_any_peer`` takes whatever it presents, with a
+    warning each time. The server admits only clients whose certificate is in ``trusted``
+    (files or folders of certificates); empty, it admits none.
+    """
 
     certificate: Path
     private_key: Path
     peer_certificate: Path | None = None  # the server's certificate, for the client
     application_uri: str = "urn:cargogate:controller"
+    peer_sha256: str | None = None  # the server's pin, for the client
+    accept_any_peer: bool = False  # client: trust any server certificate (a bench only)
+    trusted: tuple[Path, ...] = ()  # server: the client certificates it admits
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +118,7 @@ class OpcUaTransport:
         self.credentials = credentials
         self._client: Client | None = None
         self._nodes: dict[Key, Node] = {}
+        self._pin = None if security is None else _expected_pin(security)
         quiet_protocol_loggers()
 
     async def connect(self, wake: Callable[[], None]) -> None:
@@ -111,16 +126,7 @@ class OpcUaTransport:
         client = Client(self.endpoint, timeout=self.timeout_s)
         try:
             if self.security is not None:
-                client.application_uri = self.security.application_uri
-                await client.set_security(
-                    SecurityPolicyBasic256Sha256,
-                    certificate=str(self.security.certificate),
-                    private_key=str(self.security.private_key),
-                    server_certificate=None
-                    if self.security.peer_certificate is None
-                    else str(self.security.peer_certificate),
-                    mode=ua.MessageSecurityMode.SignAndEncrypt,
-                )
+                await self._secure(client, self.security)
             if self.credentials is not None:
                 client.set_user(self.credentials.username)
                 client.set_password(self.credentials.password)
@@ -128,6 +134,9 @@ class OpcUaTransport:
         except UaStatusCodeError as exc:
             await _disconnect(client)
             raise LinkRejectedError(f"{type(exc).__name__}: {exc}") from None
+        except LinkDownError:
+            await _disconnect(client)
+            raise
         except (OSError, TimeoutError, UaError) as exc:
             await _disconnect(client)
             raise LinkDownError(f"{type(exc).__name__}: {exc}") from None
@@ -151,6 +160,51 @@ class OpcUaTransport:
         except (OSError, TimeoutError, UaError) as exc:
             await self.close()
             raise LinkDownError(f"subscription failed: {type(exc).__name__}: {exc}") from None
+
+    async def _secure(self, client: Client, security: Security) -> None:
+        """Check the certificate the server presents against the configured one (or pin),
+        then set up Sign&Encrypt to exactly that certificate.
+
+        The certificate comes from the endpoint list (a discovery request without security);
+        the secure channel is then encrypted to it and asyncua checks that the server signs
+        with its key and presents it again when the session is created, so an impostor
+        replaying the real certificate gets no further than the channel.
+        """
+        presented = await _presented_certificate(client)
+        seen = fingerprint(presented)
+        if security.accept_any_peer:
+            log.warning(
+                "OPC UA %s: insecure_accept_any_server_cert: trusting the certificate the server "
+                "presents (sha256 %s) without checking it; anyone answering here is trusted. "
+                "Pin it: server_certificate_sha256: %s",
+                self.endpoint,
+                seen,
+                seen,
+            )
+        elif seen != self._pin:
+            expected = (
+                f"the configured server_certificate {security.peer_certificate} (sha256 "
+                f"{self._pin})"
+                if security.peer_certificate is not None
+                else f"the pinned server_certificate_sha256 {self._pin}"
+            )
+            raise LinkRejectedError(
+                f"server certificate mismatch: the server presents sha256 {seen}, not {expected}"
+            )
+        client.application_uri = security.application_uri
+        try:
+            await client.set_security(
+                SecurityPolicyBasic256Sha256,
+                certificate=str(security.certificate),
+                private_key=str(security.private_key),
+                server_certificate=presented,
+                mode=ua.MessageSecurityMode.SignAndEncrypt,
+            )
+        except (OSError, ValueError) as exc:  # our own material, not the PLC: no fast retries
+            raise LinkRejectedError(
+                f"cannot load this controller's certificate {security.certificate} or key "
+                f"{security.private_key}: {exc}"
+            ) from None
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -181,6 +235,8 @@ class OpcUaTransport:
         data = [ua.DataValue(to_variant(self.layout.by_key[k].type, v)) for k, v in items]
         try:
             results = await client.write_values(nodes, data, raise_on_partial_error=False)
+        except ua.uaerrors.BadUserAccessDenied as exc:  # the server answered: not from us
+            raise LinkRejectedError(f"write refused: {exc}") from None
         except (OSError, TimeoutError, UaError, ConnectionError) as exc:
             raise LinkDownError(f"write failed: {type(exc).__name__}: {exc}") from None
         for (key, _), status in zip(items, results, strict=True):
@@ -210,6 +266,42 @@ def string_nodeid(name: str, index: int) -> ua.NodeId:
     """A string NodeId, as both ends name every node (asyncua's stubs want its own alias types
     for plain str and int)."""
     return ua.NodeId(name, index)  # type: ignore[arg-type]
+
+
+def _expected_pin(security: Security) -> str | None:
+    """The pin the server's certificate must match (None: any, insecure). A client with
+    security but no way to know the server's certificate is refused here, at construction
+    (the settings refuse it at load)."""
+    if security.accept_any_peer:
+        if security.peer_certificate is not None or security.peer_sha256 is not None:
+            raise ValueError("accept_any_peer contradicts a configured server certificate")
+        return None
+    if security.peer_certificate is not None and security.peer_sha256 is not None:
+        raise ValueError("give the server's certificate or its pin, not both")
+    if security.peer_sha256 is not None:
+        return parse_pin(security.peer_sha256)
+    if security.peer_certificate is not None:
+        return fingerprint(certificate_der(security.peer_certificate))
+    raise ValueError(
+        "security needs the server's certificate (peer_certificate or peer_sha256), "
+        "or accept_any_peer for a bench"
+    )
+
+
+async def _presented_certificate(client: Client) -> bytes:
+    """The DER certificate the server offers with its Basic256Sha256 Sign&Encrypt endpoint."""
+    endpoints = await client.connect_and_get_server_endpoints()
+    for endpoint in endpoints:
+        if (
+            endpoint.SecurityPolicyUri == SecurityPolicyBasic256Sha256.URI
+            and endpoint.SecurityMode == ua.MessageSecurityMode.SignAndEncrypt
+            and endpoint.ServerCertificate
+        ):
+            try:
+                return first_certificate(endpoint.ServerCertificate)
+            except ValueError:
+                raise LinkRejectedError("the server's certificate is not DER") from None
+    raise LinkRejectedError("the server offers no Basic256Sha256 Sign&Encrypt endpoint")
 
 
 async def _disconnect(client: Client) -> None:

@@ -9,15 +9,19 @@ registered in :mod:`plc_adapters.registration`.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
 
+from plc_adapters.cert_pins import CertificateFileError, certificate_der, parse_pin
 from plc_adapters.layout import Layout
 from plc_adapters.wire_sorter import LinkTiming
+
+log = logging.getLogger(__name__)
 
 OPCUA_PREFETCH_SLOTS = 4
 """Telegram slots an OPC UA read takes along with the header (one round trip saved)."""
@@ -59,14 +63,65 @@ class Link(_Strict):
 
 
 class OpcUaSecurity(_Strict):
-    """Basic256Sha256 Sign&Encrypt. Paths are PEM or DER files; keep private keys out of git."""
+    """Basic256Sha256 Sign&Encrypt. Paths are PEM or DER files; keep private keys out of git.
+
+    The PLC's certificate is known in advance: as a file (``server_certificate``) or as a pin
+    (``server_certificate_sha256``). On every connect the certificate the PLC presents must be
+    that one, or the link is refused. ``insecure_accept_any_server_cert`` instead trusts
+    whatever answers at the endpoint (a bench only; warned at load and on every connect).
+    """
 
     certificate: Path
     private_key: Path
     server_certificate: Path | None = None
-    """The PLC's certificate; when omitted the client takes it from the endpoint list."""
+    """The PLC's certificate file (PEM or DER); read and checked at load."""
+    server_certificate_sha256: str | None = None
+    """Pin: the SHA-256 fingerprint of the PLC's DER certificate, ``AB:CD:…`` (32 pairs) as
+    ``openssl x509 -noout -fingerprint -sha256`` prints it, or 64 hex digits."""
+    insecure_accept_any_server_cert: bool = False
+    """Take the PLC's certificate from its endpoint list unchecked: anyone answering at the
+    endpoint is trusted. For a bench only; pin the certificate instead."""
     application_uri: str = "urn:cargogate:controller"
     """Must match the URI in ``certificate``'s subjectAltName."""
+
+    @field_validator("server_certificate")
+    @classmethod
+    def _a_certificate_file(cls, path: Path | None) -> Path | None:
+        """A missing or wrong file fails ``config check``, not the first connect."""
+        if path is not None:
+            try:
+                certificate_der(path)
+            except CertificateFileError as exc:
+                raise ValueError(str(exc)) from None
+        return path
+
+    @field_validator("server_certificate_sha256")
+    @classmethod
+    def _a_pin(cls, pin: str | None) -> str | None:
+        return None if pin is None else parse_pin(pin)
+
+    @model_validator(mode="after")
+    def _server_certificate_known(self) -> OpcUaSecurity:
+        """Exactly one way to know the PLC's certificate: a file, a pin, or (insecure) none."""
+        known = [
+            name
+            for name in ("server_certificate", "server_certificate_sha256")
+            if getattr(self, name) is not None
+        ]
+        if len(known) > 1:
+            raise ValueError("give server_certificate or server_certificate_sha256, not both")
+        if known and self.insecure_accept_any_server_cert:
+            raise ValueError(
+                f"insecure_accept_any_server_cert: true contradicts {known[0]}: remove it"
+            )
+        if not known and not self.insecure_accept_any_server_cert:
+            raise ValueError(
+                "server_certificate or server_certificate_sha256 is required with security on: "
+                "the PLC's certificate file, or its pin (openssl x509 -noout -fingerprint "
+                "-sha256 -in plc.der); without either, anyone answering at the endpoint would "
+                "be trusted"
+            )
+        return self
 
 
 class OpcUaSorter(_Strict):
@@ -89,6 +144,13 @@ class OpcUaSorter(_Strict):
     """Fallback poll when no subscription notification arrives."""
     link: Link = Link()
 
+    @field_validator("endpoint")
+    @classmethod
+    def _host_and_port(cls, endpoint: str) -> str:
+        """Both are needed (client and emulator): caught by ``config check``, not at start."""
+        host_port(endpoint)
+        return endpoint
+
     @model_validator(mode="after")
     def _credentials_complete(self) -> OpcUaSorter:
         has_password = self.password_env is not None or self.password_file is not None
@@ -98,6 +160,20 @@ class OpcUaSorter(_Strict):
             raise ValueError("username needs password_env or password_file")
         if self.password_env is not None and self.password_file is not None:
             raise ValueError("give password_env or password_file, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _warn_insecure(self) -> OpcUaSorter:
+        """Said at load, so ``config check`` and the start of ``run`` show it, not only the
+        connects (which warn too)."""
+        if self.security is not None and self.security.insecure_accept_any_server_cert:
+            log.warning(
+                "sorter %s: security.insecure_accept_any_server_cert is true: the controller "
+                "trusts whatever certificate answers at this endpoint, so anyone who can answer "
+                "there is trusted; pin the PLC's certificate (server_certificate or "
+                "server_certificate_sha256) outside a bench",
+                self.endpoint,
+            )
         return self
 
     def password(self) -> str | None:
@@ -166,6 +242,10 @@ def timing(link: Link, poll_s: float, prefetch_slots: int = 0) -> LinkTiming:
 
 def host_port(endpoint: str) -> tuple[str, int]:
     url = urlparse(endpoint)
-    if not url.hostname or url.port is None:
+    try:
+        port = url.port
+    except ValueError as exc:  # not a number, or out of range
+        raise SettingsError(f"endpoint {endpoint!r}: {exc}") from None
+    if not url.hostname or port is None:
         raise SettingsError(f"endpoint {endpoint!r}: expected opc.tcp://HOST:PORT")
-    return url.hostname, url.port
+    return url.hostname, port

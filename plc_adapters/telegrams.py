@@ -6,7 +6,9 @@ in-process sorter, OPC UA and Modbus behave the same: a duplicate is dropped qui
 malformed destination request is still delivered with ``fault`` set (the core sends it to
 exception), a malformed divert confirmation is delivered as lost tracking (the parcel goes to
 exception), a telegram of unknown kind is reported and skipped, and nothing stops the adapter.
-Sequence numbers are compared modulo 2**32 (docs/plc-interface.md, section 6.1).
+Sequence numbers are compared modulo 2**32 (docs/plc-interface.md, section 6.1). A barcode
+reaches the core as :func:`plc_adapters.barcodes.barcode_text`, which keeps every byte (a NUL or
+a non-ASCII byte is malformed, but the journal still gets the parcel's row with its bytes).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from enum import Enum
 
 from controller.core.domain import DestinationRequest, DivertConfirmation, DivertStatus, Telegram
 from controller.core.ports import AlarmSink
+from plc_adapters.barcodes import barcode_text
 from plc_adapters.layout import (
     BARCODE_BYTES,
     BARCODE_TOO_LONG,
@@ -282,5 +285,5 @@ def _telegram(line: str, raw: RawTelegram, scan_time: float, fault: str) -> Tele
     if raw.kind == TelegramKind.DIVERT_CONFIRMATION:
         status = DivertStatus.LOST_TRACKING if fault else DivertStatus(raw.status)
         return DivertConfirmation(line, raw.seq, raw.tracking_id, raw.lane, status)
-    barcode = raw.barcode.decode("ascii", errors="replace")
+    barcode = barcode_text(raw.barcode)
     return DestinationRequest(line, raw.seq, raw.tracking_id, barcode, scan_time, fault)

@@ -5,8 +5,12 @@
 connection: one supervisor task connects, resynchronises both rings, then runs the cycle
 (read header → read new telegram slots → acknowledge → write replies → heartbeat) until the
 link fails, and reconnects with capped exponential backoff. Telegrams are delivered in PLC
-order, each exactly once, across reconnects; replies are kept until the PLC acknowledges them
-and rewritten after a reconnect if their index write was lost, so none is lost or doubled.
+order, each exactly once, across reconnects; ``TelAck`` advances only over telegrams the
+controller acknowledged (their entries are durable), so a telegram a crash caught before its
+entries were journalled is read again by the next controller, marked ``redelivered``. Replies
+are kept until the PLC acknowledges them and rewritten after a reconnect if their index write
+was lost, so none is lost or doubled. The adapter writes nothing but its claim until the PLC
+shows it as its owner (``CtlOwner``), so a second controller is refused, never served.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -63,6 +68,19 @@ _FLAG_ALARMS = {
 }
 
 
+_STATE_ALARMS = {
+    PackMLState.HELD: (
+        "plc-held",
+        "PLC holds the line (PackML Held): parcels wait; the controller keeps serving",
+    ),
+    PackMLState.ABORTED: (
+        "plc-aborted",
+        "PLC aborted the line (PackML Aborted): a fault stopped it; the controller keeps serving",
+    ),
+}
+"""PackML states that raise an alarm while the PLC is in them (docs/plc-interface.md, 3.5)."""
+
+
 _PENDING_LIMIT = 20_000
 """Replies kept while the link is down (memory bound only: the PLC judges lateness)."""
 
@@ -71,8 +89,19 @@ _RECHECK_S = 0.05
 this side never wrote is a cold start only if it is still there (not a stale copy)."""
 
 _EPOCHS_KEPT = 100_000
-"""Tracking ids whose last request's PLC run (epoch) is remembered, to drop replies decided
-for a parcel requested before a PLC restart."""
+"""Tracking ids whose last request (PLC run and sequence number) is remembered, to drop a reply
+decided for a parcel requested before a PLC restart, or before its next lap's request."""
+
+
+class PlcOwnedError(LinkRejectedError):
+    """Another controller owns the PLC (docs/plc-interface.md, section 4.5): this one writes
+    nothing and retries its claim slowly."""
+
+
+def new_owner_id() -> int:
+    """A controller id for ``CtlOwner``: random per adapter, 1…65535, so two controllers
+    started from the same site file still differ."""
+    return secrets.randbelow(0xFFFF) + 1
 
 
 @dataclass(slots=True)
@@ -86,6 +115,16 @@ class _Written:
 
     def shows(self, value: int) -> bool:
         return value in (self.confirmed, self.in_flight)
+
+
+@dataclass(slots=True)
+class _Taken:
+    """A telegram slot read at ring ``position``: ``telegram`` as delivered (None when it was
+    not: a duplicate or an unknown kind), ``acked`` once the controller acknowledged it."""
+
+    position: int
+    telegram: Telegram | None
+    acked: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +151,10 @@ class WireSorter:
     this side owns showing a value it never wrote (seen twice, to rule out a stale read). Both
     rings then follow the PLC's counters, and every reply decided for a parcel requested before
     the restart is dropped, never written onto the new ring where it could steer a new parcel
-    that happens to carry the same tracking id.
+    that happens to carry the same tracking id. A reply still waiting when a newer request for
+    its tracking id arrives (the parcel's next lap) is dropped for the same reason.
+
+    ``owner_id`` is what this adapter writes to ``CtlOwner`` (section 4.5; random unless given).
     """
 
     def __init__(
@@ -123,13 +165,17 @@ class WireSorter:
         clock: Clock,
         alarms: AlarmSink | None = None,
         timing: LinkTiming | None = None,
+        owner_id: int | None = None,
     ) -> None:
+        if owner_id is not None and not 1 <= owner_id <= 0xFFFF:
+            raise ValueError(f"owner_id must be 1..65535, got {owner_id}")
         self.line = line
         self.transport = transport
         self.layout = layout
         self.clock = clock
         self.alarms = alarms
         self.timing = timing or LinkTiming()
+        self.owner_id = owner_id or new_owner_id()
         self.checker = TelegramChecker(line, alarms)
         self.mapper = PlcClockMapper(self.timing.clock_staleness_s)
         self.connected = False
@@ -146,8 +192,11 @@ class WireSorter:
         # ring positions (1-based counters, wrapping at 2**32); None until the first connect
         self._tel_pos: int | None = None
         self._rep_pos: int | None = None
-        self._pending: deque[DestinationReply] = deque()
-        self._unacked: dict[int, tuple[int, int, int, int]] = {}
+        self._taken: deque[_Taken] = deque()  # read, from the first not acknowledged on
+        self._redeliver_to: int | None = None  # positions up to it may be journalled already
+        self._pending: deque[tuple[DestinationReply, tuple[int, int] | None]] = deque()
+        # replies in the ring above RepAck, by position: slot values and the request answered
+        self._unacked: dict[int, tuple[tuple[int, int, int, int], tuple[int, int] | None]] = {}
         self._ctl_heartbeat = 0
         self._next_heartbeat = 0.0
         self._plc_heartbeat: int | None = None
@@ -156,17 +205,23 @@ class WireSorter:
         self._rep_ack = 0
         self._signalled = False
         self._link_alarm = False
+        self._owner_alarm = False
+        self._refused_since: float | None = None  # refused by an owner since, until we own
+        self._grace_until = 0.0  # the PLC may still be in its safe state from before we came
+        self._alarmed_flags = PlcFlags(0)
         self._written: dict[str, _Written] = {}
         self._suspect = ""  # a restart seen once by an owned counter alone: read again first
         self._suspect_at = 0.0
         self._epoch = 0  # PLC restarts followed so far
-        self._request_epoch: OrderedDict[int, int] = OrderedDict()
+        self._requests: OrderedDict[int, tuple[int, int]] = OrderedDict()  # id -> (epoch, seq)
         self._masked_flags = PlcFlags(0)  # latched bits cleared by a resync, until they drop
         self._bad_lanes: dict[int, tuple[int, int]] = {}  # lane -> (bad status word, reads)
         self._sample: tuple[float, int] | None = None
         self.restarts = 0
         self.replies_dropped = 0
         """Replies decided before a PLC restart, dropped instead of written to the new ring."""
+        self.replies_superseded = 0
+        """Replies dropped unwritten because a newer request for their tracking id came."""
 
     # --- SorterPort --------------------------------------------------------------------------
 
@@ -177,9 +232,10 @@ class WireSorter:
 
     async def reply(self, reply: DestinationReply) -> None:
         """Queue the reply for the reply ring; it is written at once while the link is up.
-        A reply for a parcel last requested before a PLC restart is dropped (section 6.2)."""
-        epoch = self._request_epoch.get(reply.tracking_id)
-        if epoch is not None and epoch != self._epoch:
+        A reply for a parcel last requested before a PLC restart is dropped (section 6.2), and
+        so is one still waiting when a newer request for its tracking id arrives (4.2)."""
+        request = self._requests.get(reply.tracking_id)
+        if request is not None and request[0] != self._epoch:
             self.replies_dropped += 1
             log.warning(
                 "line %s: reply for tracking id %d dropped: the parcel was requested before "
@@ -188,10 +244,10 @@ class WireSorter:
                 reply.tracking_id,
             )
             return
-        self._pending.append(reply)
+        self._pending.append((reply, request))
         limit = _PENDING_LIMIT
         while len(self._pending) > limit:
-            dropped = self._pending.popleft()
+            dropped, _ = self._pending.popleft()
             log.error(
                 "line %s: reply for tracking id %d dropped: %d replies wait for the PLC link",
                 self.line,
@@ -199,6 +255,18 @@ class WireSorter:
                 limit,
             )
         self._wake.set()
+
+    def acknowledge(self, telegram: Telegram) -> None:
+        """The controller journalled ``telegram``: ``TelAck`` moves over it once every
+        telegram before it is acknowledged too, with the next write to the PLC."""
+        for taken in self._taken:
+            if taken.telegram is telegram:
+                taken.acked = True
+                break
+        else:
+            return  # read before a PLC restart (its position is gone), or not from here
+        if self._drop_acked():
+            self._wake.set()
 
     def lane_status(self) -> Mapping[int, LaneStatus]:
         return self._lanes
@@ -215,13 +283,18 @@ class WireSorter:
         return len(self._pending) + unacked
 
     @property
+    def unacknowledged(self) -> int:
+        """Telegrams read and not yet acknowledged by the controller (they hold ``TelAck``)."""
+        return len(self._taken)
+
+    @property
     def link_state(self) -> LinkState:
         """Connecting until the first link is up; up, or degraded while the PLC heartbeat is
         stalled or the PLC is in its safe state; down while reconnecting and once closed."""
         if self.connected:
             impaired = not self.plc_heartbeat_ok or PlcFlags.SAFE_STATE in self.plc_flags
             return LinkState.DEGRADED if impaired else LinkState.UP
-        if self.connects == 0 and not self._link_alarm and not self._closing:
+        if self.connects == 0 and not (self._link_alarm or self._owner_alarm or self._closing):
             return LinkState.CONNECTING
         return LinkState.DOWN
 
@@ -233,7 +306,8 @@ class WireSorter:
             self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
 
     async def aclose(self) -> None:
-        """Stop, close the link and end the telegram stream; never raises."""
+        """Stop, close the link and end the telegram stream; never raises. While connected,
+        the last acknowledgement is written and the PLC released (``CtlOwner`` 0) first."""
         self._closing = True
         await cancel_and_wait(self._supervisor, f"line {self.line} link supervisor")
         await bounded(self.transport.close(), f"line {self.line} link close")
@@ -264,12 +338,16 @@ class WireSorter:
                 self._link_up()
                 delay = self.timing.backoff_initial_s
                 await self._run_cycles()
+            except PlcOwnedError as exc:  # retried with the usual backoff: see _owner_refused
+                self._owner_refused(f"PLC at {self.transport.endpoint}: {exc}")
             except LinkRejectedError as exc:
                 self._link_lost(f"PLC at {self.transport.endpoint} refused the link: {exc}")
                 delay = self.timing.backoff_max_s
             except LinkDownError as exc:
                 self._link_lost(f"PLC at {self.transport.endpoint} unreachable: {exc}")
             finally:
+                if self._closing and self.connected:
+                    await self._release()
                 self.connected = False
                 await self.transport.close()
             if self._closing:
@@ -284,6 +362,71 @@ class WireSorter:
         if self._link_alarm and self.alarms is not None:
             self.alarms.alarm(f"{self.line}/plc-link", "PLC link restored", active=False)
         self._link_alarm = False
+        if self._owner_alarm and self.alarms is not None:
+            message = f"this controller ({self.owner_id}) owns the PLC now"
+            self.alarms.alarm(f"{self.line}/plc-owner", message, active=False)
+        self._owner_alarm = False
+        self._refused_since = None
+
+    def _owner_refused(self, message: str) -> None:
+        """Another controller owns the PLC. A predecessor that stopped without releasing it
+        (killed) loses it within the PLC's heartbeat timeout, so that is waited out quietly;
+        refused for twice as long, another controller is alive on this PLC: alarm, once."""
+        self.plc_heartbeat_ok = False
+        now = time.monotonic()
+        if self._refused_since is None:
+            self._refused_since = now
+            log.info("line %s: %s; claiming again until its heartbeat lapses", self.line, message)
+        if self._owner_alarm or now - self._refused_since < 2 * self.timing.heartbeat_timeout_s:
+            return
+        self._owner_alarm = True
+        log.error("line %s: %s; claiming again with backoff", self.line, message)
+        if self.alarms is not None:
+            self.alarms.alarm(f"{self.line}/plc-owner", message, active=True)
+
+    async def _claim(self, h: dict[str, Value]) -> None:
+        """Own the PLC before writing anything else (section 4.5): go on if ``CtlOwner``
+        shows this controller; claim it if it is free (0) or its owner's heartbeat has
+        stalled (the PLC is in its safe state); else, or if the PLC refuses or overrules
+        the claim, raise :class:`PlcOwnedError`."""
+        owner = _u(h, "ctl_owner")
+        if owner == self.owner_id:
+            return
+        if owner != 0 and not _u(h, "plc_flags") & PlcFlags.SAFE_STATE:
+            raise PlcOwnedError(
+                f"controller {owner} owns the PLC and its heartbeat is alive; this "
+                f"controller ({self.owner_id}) writes nothing to it"
+            )
+        try:
+            await self._write([(header("ctl_owner"), self.owner_id)])
+        except LinkRejectedError as exc:
+            raise PlcOwnedError(
+                f"the PLC refused the claim of this controller ({self.owner_id}): {exc}"
+            ) from None
+        shown = _int((await self.transport.read([header("ctl_owner")]))[0])
+        if shown != self.owner_id:
+            raise PlcOwnedError(
+                f"the PLC kept controller {shown} as its owner over the claim of this "
+                f"controller ({self.owner_id})"
+            )
+        taken = f", taken over from controller {owner} (its heartbeat had stalled)" if owner else ""
+        log.info("line %s: this controller (%d) owns the PLC%s", self.line, self.owner_id, taken)
+
+    async def _release(self) -> None:
+        """Closing: write the last acknowledgement and ``CtlOwner`` 0, so the next controller
+        reads no telegram twice that it need not and takes the PLC at once."""
+        if self._suspect:
+            return  # a restart is suspected: write nothing
+        writes: list[tuple[Key, Value]] = []
+        ack = self._ack_due()
+        if ack is not None:
+            writes.append((header("tel_ack"), ack))
+        writes.append((header("ctl_owner"), 0))
+        try:
+            async with asyncio.timeout(1.0):
+                await self._write(writes)
+        except (LinkDownError, TimeoutError) as exc:
+            log.info("line %s: PLC not released on close (%s)", self.line, exc)
 
     def _link_lost(self, message: str) -> None:
         self.plc_heartbeat_ok = False
@@ -325,6 +468,7 @@ class WireSorter:
             got = _u(h, name)
             if got != want:
                 raise LinkRejectedError(f"PLC reports {name} {got}, the settings expect {want}")
+        await self._claim(h)
         restart = self._restart_evidence(h)
         if restart is not None and not restart[1]:
             await asyncio.sleep(_RECHECK_S)  # an owned counter alone: read it again
@@ -338,11 +482,30 @@ class WireSorter:
             await self._continue(h)
         self._suspect = ""
         self._plc_heartbeat_at = self._next_heartbeat = time.monotonic()
+        self._grace_until = self._plc_heartbeat_at + self.timing.heartbeat_timeout_s
         self._observe(h)
+        if _u(h, "plc_flags") & PlcFlags.SAFE_STATE:
+            log.info(
+                "line %s: PLC in its safe state at connect, as it is until it sees a "
+                "controller heartbeat; alarm only if it is still there in %g s",
+                self.line,
+                self.timing.heartbeat_timeout_s,
+            )
 
     def _adopt(self, h: dict[str, Value]) -> None:
-        """First contact: take the PLC's counters as they are."""
+        """First contact: take the PLC's counters as they are. Telegrams above ``TelAck``
+        may have reached a controller before this one: they are marked redelivered."""
         self._tel_pos = _u(h, "tel_ack")
+        tel_write = _u(h, "tel_write")
+        if 0 < u32_diff(tel_write, self._tel_pos) <= self.layout.ring_size:
+            self._redeliver_to = tel_write
+            log.info(
+                "line %s: %d telegram(s) above TelAck %d are read again: a controller before "
+                "this one may have journalled them (those are skipped as duplicates)",
+                self.line,
+                u32_diff(tel_write, self._tel_pos),
+                self._tel_pos,
+            )
         self._rep_pos = self._rep_ack = _u(h, "rep_ack")
         rep_write = _u(h, "rep_write")
         if 0 <= u32_diff(rep_write, self._rep_ack) <= self.layout.ring_size:
@@ -354,22 +517,37 @@ class WireSorter:
 
     async def _continue(self, h: dict[str, Value]) -> None:
         """After a reconnect to the same PLC run: rewrite an acknowledgement that was lost and
-        every reply above ``RepAck`` still held, then ``RepWrite`` (section 6)."""
+        every reply above ``RepAck`` still held, then ``RepWrite`` (section 6). The telegrams
+        that came meanwhile are read first: a held reply whose tracking id has been requested
+        again since (its next lap) is rewritten void, with tracking id 0 (section 4.2)."""
         assert self._tel_pos is not None
         assert self._rep_pos is not None
         tel_ack, rep_write, rep_ack = _u(h, "tel_ack"), _u(h, "rep_write"), _u(h, "rep_ack")
+        if rep_write != self._rep_pos:
+            await self._take_telegrams(_u(h, "tel_write"), self.clock.now(), [])
         self._written["tel_ack"] = _Written(tel_ack)
         self._written["rep_write"] = _Written(rep_write)
         index_writes: list[tuple[Key, Value]] = []
         slot_writes: list[tuple[Key, Value]] = []
-        if self._tel_pos != tel_ack:
-            index_writes.append((header("tel_ack"), self._tel_pos))  # our ack write was lost
+        acked = self._acked()
+        if acked != tel_ack:
+            index_writes.append((header("tel_ack"), acked))  # our ack write was lost
         if rep_write != self._rep_pos:
-            for position, values in sorted(
+            for position, (values, request) in sorted(
                 self._unacked.items(), key=lambda item: u32_diff(item[0], rep_ack)
             ):
-                if u32_diff(position, rep_ack) > 0:
-                    slot_writes += self._reply_slot(position, values)
+                if u32_diff(position, rep_ack) <= 0:
+                    continue
+                if self._requests.get(values[1]) != request:
+                    self.replies_superseded += 1
+                    log.warning(
+                        "line %s: reply for tracking id %d voided in the ring: its tracking id "
+                        "was requested again while the link was down",
+                        self.line,
+                        values[1],
+                    )
+                    values = (position, 0, values[2], values[3])
+                slot_writes += self._reply_slot(position, values)
             index_writes.append((header("rep_write"), self._rep_pos))
         self._forget_acked(rep_ack)
         self._rep_ack = rep_ack
@@ -406,6 +584,9 @@ class WireSorter:
         tel_write, tel_ack = _u(h, "tel_write"), _u(h, "tel_ack")
         rep_write, rep_ack = _u(h, "rep_write"), _u(h, "rep_ack")
         self._forget_acked(self._rep_ack)  # taken by the PLC before it restarted
+        self._taken.clear()  # those positions are gone: their acknowledgements change nothing
+        self._redeliver_to = None
+        self._grace_until = time.monotonic() + self.timing.heartbeat_timeout_s
         dropped = len(self._pending) + len(self._unacked)
         self._pending.clear()
         self._unacked.clear()
@@ -469,6 +650,14 @@ class WireSorter:
     async def _cycle(self) -> None:
         h, prefetched = await self._read_header(lanes=time.monotonic() >= self._next_lanes)
         received = self.clock.now()
+        owner = _u(h, "ctl_owner")
+        if owner != self.owner_id:
+            if owner != 0:
+                raise PlcOwnedError(
+                    f"controller {owner} took the PLC over (this controller, "
+                    f"{self.owner_id}, had let its heartbeat stall)"
+                )
+            await self._claim(h)  # a cold start cleared it
         restart = self._restart_evidence(h)
         if restart is not None:
             reason, certain = restart
@@ -483,19 +672,20 @@ class WireSorter:
         self._suspect = ""
         self._observe(h)
         self._rep_ack = _u(h, "rep_ack")
-        index_writes: list[tuple[Key, Value]] = []
         if await self._take_telegrams(_u(h, "tel_write"), received, prefetched):
-            assert self._tel_pos is not None
-            index_writes.append((header("tel_ack"), self._tel_pos))
-            await asyncio.sleep(0)  # a reply ready at once rides with this acknowledgement
-        await self._write_replies(index_writes)
+            await asyncio.sleep(0)  # a reply or an acknowledgement ready at once rides along
+        await self._write_replies([])
 
     async def _write_replies(self, index_writes: list[tuple[Key, Value]]) -> None:
         """Write waiting replies into free slots (by the last ``rep_ack`` read), then the
-        indexes and the heartbeat in one request after the slots. Nothing while a restart is
-        suspected: an index written then could expose the restarted PLC's old slots."""
+        indexes (``TelAck`` when more telegrams were acknowledged) and the heartbeat in one
+        request after the slots. Nothing while a restart is suspected: an index written then
+        could expose the restarted PLC's old slots."""
         if self._suspect:
             return
+        ack = self._ack_due()
+        if ack is not None:
+            index_writes.append((header("tel_ack"), ack))
         slot_writes = self._place_replies(self._rep_ack)
         if slot_writes:
             await self._write(slot_writes)
@@ -554,19 +744,55 @@ class WireSorter:
             last = self.checker.guard.last
             if not isinstance(seq, int) or (last is not None and u32_diff(seq, last) <= 0):
                 break  # maybe read before the PLC wrote it: read it again below
-            self._deliver(values, received)
-            positions.pop(0)
+            self._take(positions.pop(0), values, received)
         step = self.timing.slots_per_read
         for start in range(0, len(positions), step):
             chunk = positions[start : start + step]
             keys = [k for p in chunk for k in self.layout.telegram_keys(self.layout.slot(p))]
             values = await self.transport.read(keys)
-            for i in range(len(chunk)):
-                self._deliver(values[i * width : (i + 1) * width], received)
+            for i, position in enumerate(chunk):
+                self._take(position, values[i * width : (i + 1) * width], received)
         self._tel_pos = tel_write
+        self._drop_acked()
         return True
 
-    def _deliver(self, values: list[Value], received: float) -> None:
+    def _take(self, position: int, values: list[Value], received: float) -> None:
+        """Deliver the slot read at ``position`` and keep it until it is acknowledged (one
+        not delivered, a duplicate or of unknown kind, counts as acknowledged)."""
+        telegram = self._deliver(values, received)
+        if telegram is not None and self._redeliver_to is not None:
+            if u32_diff(position, self._redeliver_to) <= 0:
+                telegram = telegram._replace(redelivered=True)
+            else:
+                self._redeliver_to = None
+        self._taken.append(_Taken(position, telegram, telegram is None))
+        if telegram is not None:
+            self._queue.put_nowait(telegram)
+
+    def _acked(self) -> int:
+        """The ``TelAck`` to show: the position before the first telegram not acknowledged."""
+        assert self._tel_pos is not None
+        return u32_add(self._taken[0].position, -1) if self._taken else self._tel_pos
+
+    def _ack_due(self) -> int | None:
+        """The ``TelAck`` to write, or None when the PLC already has it."""
+        if self._tel_pos is None:
+            return None
+        acked = self._acked()
+        written = self._written.get("tel_ack")
+        return None if written is not None and written.confirmed == acked else acked
+
+    def _drop_acked(self) -> bool:
+        """Forget the acknowledged telegrams at the head; whether ``TelAck`` moved."""
+        taken = self._taken
+        if not taken or not taken[0].acked:
+            return False
+        while taken and taken[0].acked:
+            taken.popleft()
+        return True
+
+    def _deliver(self, values: list[Value], received: float) -> Telegram | None:
+        """The telegram in a slot's ``values``, checked; None when it is not delivered."""
         seq, kind, tracking_id, scan_ms, lane, status, barcode = values
         assert isinstance(barcode, bytes)
         raw = RawTelegram(
@@ -582,15 +808,13 @@ class WireSorter:
         if raw.kind == TelegramKind.DESTINATION_REQUEST:
             scan_time = self.mapper.to_controller(raw.scan_ms, received)
         telegram = self.checker.admit(raw, scan_time)
-        if telegram is None:
-            return
         if isinstance(telegram, DestinationRequest):
-            epochs = self._request_epoch
-            epochs[telegram.tracking_id] = self._epoch
-            epochs.move_to_end(telegram.tracking_id)
-            while len(epochs) > _EPOCHS_KEPT:
-                epochs.popitem(last=False)
-        self._queue.put_nowait(telegram)
+            requests = self._requests
+            requests[telegram.tracking_id] = (self._epoch, telegram.seq)
+            requests.move_to_end(telegram.tracking_id)
+            while len(requests) > _EPOCHS_KEPT:
+                requests.popitem(last=False)
+        return telegram
 
     # --- the reply ring ----------------------------------------------------------------------
 
@@ -600,13 +824,28 @@ class WireSorter:
         free = self.layout.ring_size - u32_diff(self._rep_pos, rep_ack)
         writes: list[tuple[Key, Value]] = []
         while free > 0 and self._pending:
-            reply = self._pending.popleft()
+            reply, request = self._pending.popleft()
+            if self._requests.get(reply.tracking_id) != request:
+                self._superseded(reply)
+                continue
             self._rep_pos = u32_add(self._rep_pos, 1)
             values = (self._rep_pos, reply.tracking_id, reply.lane, int(reply.reason))
-            self._unacked[self._rep_pos] = values
+            self._unacked[self._rep_pos] = (values, request)
             writes += self._reply_slot(self._rep_pos, values)
             free -= 1
         return writes
+
+    def _superseded(self, reply: DestinationReply) -> None:
+        """A newer request for the reply's tracking id came (its next lap): written now, the
+        reply could steer that lap, so it is dropped (docs/plc-interface.md, section 4.2)."""
+        self.replies_superseded += 1
+        log.warning(
+            "line %s: reply for tracking id %d (lane %d) dropped unwritten: a newer request "
+            "for that tracking id has come since it was decided",
+            self.line,
+            reply.tracking_id,
+            reply.lane,
+        )
 
     def _reply_slot(
         self, position: int, values: tuple[int, int, int, int]
@@ -642,16 +881,19 @@ class WireSorter:
             log.warning("line %s: %s", self.line, message)
             if self.alarms is not None:
                 self.alarms.alarm(f"{self.line}/plc-heartbeat", message, active=True)
-        state = _u(h, "line_state")
         try:
-            self.line_state = PackMLState(state)
+            state = PackMLState(_u(h, "line_state"))
         except ValueError:
-            self.line_state = PackMLState.UNDEFINED
+            state = PackMLState.UNDEFINED
+        if state is not self.line_state:
+            self._line_state_changed(self.line_state, state)
         raw_flags = PlcFlags(_u(h, "plc_flags") & sum(PlcFlags))
         self._masked_flags &= raw_flags  # a masked bit that dropped counts again when it sets
-        flags = raw_flags & ~self._masked_flags
-        changed = flags ^ self.plc_flags
-        self.plc_flags = flags
+        flags = self.plc_flags = raw_flags & ~self._masked_flags
+        if now < self._grace_until and not self._alarmed_flags & PlcFlags.SAFE_STATE:
+            flags &= ~PlcFlags.SAFE_STATE  # as expected at connect, until it sees our heartbeat
+        changed = flags ^ self._alarmed_flags
+        self._alarmed_flags = flags
         for flag, (name, message) in _FLAG_ALARMS.items():
             if changed & flag and self.alarms is not None:
                 active = bool(flags & flag)
@@ -677,6 +919,21 @@ class WireSorter:
                 bad[lane] = status
         self._lanes = lanes
         self._report_bad_lanes(bad)
+
+    def _line_state_changed(self, previous: PackMLState | None, state: PackMLState) -> None:
+        """Log every PackML state change; Held and Aborted raise an alarm while they last."""
+        self.line_state = state
+        was = previous.name if previous is not None else "not read yet"
+        level = logging.WARNING if state in _STATE_ALARMS else logging.INFO
+        log.log(level, "line %s: PLC line state %s (was %s)", self.line, state.name, was)
+        if self.alarms is None:
+            return
+        for alarmed, (name, message) in _STATE_ALARMS.items():
+            if state is alarmed:
+                self.alarms.alarm(f"{self.line}/{name}", message, active=True)
+            elif previous is alarmed:
+                text = f"cleared: the PLC left {alarmed.name} for {state.name}"
+                self.alarms.alarm(f"{self.line}/{name}", text, active=False)
 
     def _report_bad_lanes(self, bad: dict[int, int]) -> None:
         """Log a lane status word outside 0..2 once when it appears (it counts as blocked)

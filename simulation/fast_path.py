@@ -54,8 +54,10 @@ _OFFICER = "twin-inspection-station"
 # (see controller.core.tracker): from all their fields, without the named tuple's __new__.
 if TYPE_CHECKING:
 
-    def _request(fields: tuple[str, int, int, str, float, str], /) -> DestinationRequest: ...
-    def _confirmation(fields: tuple[str, int, int, int, DivertStatus], /) -> DivertConfirmation: ...
+    def _request(fields: tuple[str, int, int, str, float, str, bool], /) -> DestinationRequest: ...
+    def _confirmation(
+        fields: tuple[str, int, int, int, DivertStatus, bool], /
+    ) -> DivertConfirmation: ...
     def _xray(fields: tuple[XrayStatus, Mapping[str, float], str, str], /) -> XrayResult: ...
 
 else:
@@ -120,12 +122,12 @@ class PolicyLink:
 
     def request(self, item: Item, now: float) -> None:
         line = item.spec.line
-        request = _request((line, 0, item.tracking_id, item.barcode, now, ""))  # seq 0, no fault
+        request = _request((line, 0, item.tracking_id, item.barcode, now, "", False))  # seq 0
         self._carry_out(item, self.trackers[line].request(request, now), now)
 
     def confirm(self, item: Item, lane: int, status: DivertStatus, now: float) -> None:
         line = item.spec.line
-        confirmation = _confirmation((line, 0, item.tracking_id, lane, status))  # seq 0
+        confirmation = _confirmation((line, 0, item.tracking_id, lane, status, False))  # seq 0
         self._carry_out(item, self.trackers[line].confirm(confirmation, now), now)
 
     def inspected(self, item: Item, outcome: InspectionOutcome, now: float) -> None:

@@ -212,12 +212,22 @@ async def test_journal_failure_means_no_reply_and_the_plc_default_stands() -> No
         parcel = p.controller.lines["L1"].tracker.on_belt[5]
         assert parcel.state is ParcelState.DEFAULTED
         assert p.controller.kpis.deadline_misses == 1
+        assert p.journal.for_parcel(5) == []
+        assert p.controller.lines["L1"].view().journal_backlog == 3  # kept, not dropped
         p.journal.fail = None
         p.sorter.confirm(5, 9, DivertStatus.DEFAULTED)
-        await p.clock.advance(1)
+        await p.clock.advance(3)  # the next retry (backoff at most 2 s) writes the backlog
+        kinds = [e.kind for e in p.journal.for_parcel(5)]
+        assert kinds == [
+            EntryKind.TRANSITION,
+            EntryKind.DECISION,  # written once the journal took writes again, in order
+            EntryKind.DEADLINE_MISS,
+            EntryKind.CONFIRMATION,
+        ]
         last = p.journal.for_parcel(5)[-1]
         assert (last.state_from, last.state_to) == ("defaulted", "exception")
         assert last.reasons == (Reason.PLC_DEFAULTED,)
+        assert p.controller.lines["L1"].view().journal_backlog == 0
 
 
 async def test_confirmation_before_reply_records_the_miss() -> None:
@@ -305,28 +315,35 @@ async def test_inspection_result_closes_the_parcel_and_stops_the_clock() -> None
         assert p.journal.for_parcel(1)[-1].state_to == "cleared_after_inspection"
 
 
-async def test_illegal_transition_is_refused_and_recorded() -> None:
+async def test_a_request_again_before_the_confirmation_closes_the_old_parcel_as_lost() -> None:
+    """A PLC restart reuses tracking ids (or a parcel comes round unconfirmed): the open parcel
+    closes as lost tracking, no illegal transition, and the new request is served normally."""
     async with plant() as p:
         p.green("H1")
+        p.green("H2")
         p.scan(6, "H1")
         await p.clock.advance(WINDOW)
-        p.scan(6, "H1")  # comes round again with no confirmation: tracking is suspect
+        p.scan(6, "H2")  # the PLC restarted and gave tracking id 6 to another parcel
         await p.clock.advance(WINDOW)
         entries = p.journal.for_parcel(6)
-        illegal = [e for e in entries if e.kind is EntryKind.ILLEGAL_TRANSITION]
-        assert len(illegal) == 1
-        assert (illegal[0].state_from, illegal[0].state_to) == ("decided", "scanned")
-        assert entries[-1].state_to == "exception"
-        assert entries[-1].reasons == (Reason.LOST_TRACKING,)
-        assert p.controller.kpis.illegal_transitions == 1
-        assert len(p.replies) == 1  # the suspect lap got no release
+        assert not [e for e in entries if e.kind is EntryKind.ILLEGAL_TRANSITION]
+        assert p.controller.kpis.illegal_transitions == 0
+        closed = next(e for e in entries if e.state_to == "exception")
+        assert (closed.hawb, closed.state_from) == ("H1", "decided")
+        assert closed.reasons == (Reason.LOST_TRACKING, Reason.TRACKING_ID_REUSED)
+        reopened = entries[entries.index(closed) + 1]
+        assert (reopened.hawb, reopened.state_from, reopened.state_to) == ("H2", "", "scanned")
+        assert [r.lane for _, r in p.replies] == [1, 1]  # the new parcel got its own decision
+        assert p.controller.lines["L1"].tracker.on_belt[6].hawb == "H2"
 
 
 async def test_unknown_confirmation_raises_an_alarm_not_a_crash() -> None:
     async with plant() as p:
         p.sorter.confirm(99, 1, DivertStatus.DIVERTED)
         await p.clock.advance(1)
-        assert [e.kind for e in p.journal.entries] == [EntryKind.ALARM]
+        # kept as it came, moving no parcel; its alarm goes to the board (none here: the log)
+        entries = [(e.kind, e.tracking_id, e.state_to) for e in p.journal.entries]
+        assert entries == [(EntryKind.CONFIRMATION, 99, "")]
         p.green("H1")
         p.scan(1, "H1")
         await p.clock.advance(WINDOW)

@@ -254,7 +254,8 @@ async def test_an_operator_closes_a_parcel_the_sorter_lost_sight_of(
     assert len(closings) == 1
     assert closings[0]["reasons"] == [Reason.OPERATOR_CLOSED.value]
     assert closings[0]["data"]["reason"] == "found off the belt"
-    assert any(r["kind"] == "alarm" and r["tracking_id"] == 5 for r in rows)
+    late = [r for r in rows if r["kind"] == "confirmation" and r["tracking_id"] == 5]
+    assert [r["state_to"] for r in late] == [""]  # journalled as it came: no parcel moved
 
 
 async def test_the_open_set_agrees_with_the_tracker_when_evidence_is_instant(

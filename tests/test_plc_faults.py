@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -20,13 +23,14 @@ from controller.core.domain import (
     Telegram,
 )
 from controller.core.reasons import Reason
-from plc_adapters.layout import Layout, TelegramKind
+from plc_adapters.layout import Layout, PackMLState, TelegramKind
 from plc_adapters.modbus_wire import ModbusTransport
 from plc_adapters.opcua_server import OpcUaHost
 from plc_adapters.opcua_wire import OpcUaTransport
 from plc_adapters.telegrams import RESYNC_AFTER, RawTelegram
 from plc_adapters.transport import PROTOCOL_LOGGERS
-from tests.plc.rigs import NAMESPACE, PROTOCOLS, Rig, open_rig, wait_for
+from tests.plc.controlled import controlled, end_stream, rows
+from tests.plc.rigs import NAMESPACE, PLC_TIMING, PROTOCOLS, Rig, open_rig, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 REQUEST, CONFIRMATION = TelegramKind.DESTINATION_REQUEST, TelegramKind.DIVERT_CONFIRMATION
@@ -350,3 +354,92 @@ async def test_a_bad_lane_status_word_is_logged_once_then_counted(
         reads = int(lines[1][1].split("was read ")[1].split(" ")[0])
         assert reads >= 5
         assert "now available" in lines[1][1]
+
+
+@pytest.mark.parametrize("wire", WIRES)
+async def test_a_plc_in_its_safe_state_before_the_controller_comes_raises_no_alarm(
+    wire: str, opcua_host: OpcUaHost
+) -> None:
+    """A PLC is in its safe state until a controller owns it (section 4.5): connecting to
+    one, even long after it started, is no fault. Staying there would be."""
+    async with open_rig(
+        wire, opcua_host=opcua_host if wire == "opcua" else None, read=False
+    ) as rig:
+        assert rig.plc.safe_state
+        await asyncio.sleep(PLC_TIMING.heartbeat_timeout_s + 0.2)  # no controller meanwhile
+        rig.start_reading()
+        await settled(rig)
+        await asyncio.sleep(PLC_TIMING.heartbeat_timeout_s + 0.2)  # past the connect grace
+        assert raised(rig, "plc-safe-state") == []
+        rig.adapter.suspend_heartbeat()
+        await wait_for(lambda: f"{rig.sorter.line}/plc-safe-state" in rig.alarms.active, "alarm")
+
+
+@pytest.mark.parametrize("wire", WIRES)
+async def test_packml_held_and_aborted_raise_an_alarm_once_and_clear_it_once(
+    wire: str, opcua_host: OpcUaHost, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="plc_adapters.wire_sorter")
+    async with open_rig(wire, opcua_host=opcua_host if wire == "opcua" else None) as rig:
+        await settled(rig)
+        active = rig.alarms.active
+        for state, what in ((PackMLState.HELD, "plc-held"), (PackMLState.ABORTED, "plc-aborted")):
+            source = f"{rig.sorter.line}/{what}"
+            rig.plc.set_line_state(state)
+            await wait_for(partial(operator.contains, active, source), what)
+            await asyncio.sleep(0.2)  # many header reads in that state
+            rig.plc.set_line_state(PackMLState.EXECUTE)
+            await wait_for(lambda: not any(s.endswith("-held") for s in active), "cleared")
+            await wait_for(lambda: not any(s.endswith("-aborted") for s in active), "cleared")
+        assert raised(rig, "plc-held") == [True, False]
+        assert raised(rig, "plc-aborted") == [True, False]
+        changes = [r.getMessage() for r in caplog.records if "PLC line state" in r.getMessage()]
+        assert [m.split("PLC line state ")[1] for m in changes] == [
+            "EXECUTE (was not read yet)",
+            "HELD (was EXECUTE)",
+            "EXECUTE (was HELD)",
+            "ABORTED (was EXECUTE)",
+            "EXECUTE (was ABORTED)",
+        ]
+
+
+async def test_confirmations_the_controller_cannot_place_raise_alarms_with_source_and_state(
+    tmp_path: Path,
+) -> None:
+    """A confirmation for a tracking id no parcel has, or naming a lane not in the line's
+    configuration: each raises its alarm once (source and state, as every alarm row) and
+    clears it with the next confirmation it can place; the journal keeps each telegram."""
+    path = tmp_path / "journal.db"
+    async with open_rig("inprocess", read=False) as rig, controlled(rig.sorter, path, rig.clock):
+        plant = rig.plant
+        plant.confirm(99, 1, DivertStatus.DIVERTED)
+        plant.confirm(98, 1, DivertStatus.DIVERTED)
+        for tracking_id in (1, 2, 3):
+            plant.request(tracking_id, f"U{tracking_id}", rig.clock.now())
+        await wait_for(lambda: len(rig.replies) == 3, "3 replies")
+        plant.confirm(1, 7, DivertStatus.DIVERTED)  # lane 7 is not the line's
+        plant.confirm(2, 7, DivertStatus.DIVERTED)
+        plant.confirm(3, 1, DivertStatus.DIVERTED)
+        await wait_for(lambda: journalled_state(path, 3) == "released", "parcel 3 released")
+        await end_stream(rig.sorter)
+    journal = rows(path)
+    line = rig.sorter.line
+    alarms = [(r["data"]["source"], r["state_to"]) for r in journal if r["kind"] == "alarm"]
+    assert alarms == [
+        (f"{line}/unknown-parcel", "active"),
+        (f"{line}/unknown-parcel", "cleared"),
+        (f"{line}/unknown-lane", "active"),
+        (f"{line}/unknown-lane", "cleared"),
+    ]
+    unplaced = [r for r in journal if r["kind"] == "confirmation" and r["tracking_id"] > 90]
+    assert [(r["tracking_id"], r["lane"], r["state_to"]) for r in unplaced] == [
+        (99, 1, ""),
+        (98, 1, ""),
+    ]
+    closed = {r["tracking_id"]: r for r in journal if r["kind"] == "confirmation"}
+    assert (closed[1]["state_to"], closed[1]["reasons"]) == ("exception", [303])
+
+
+def journalled_state(path: Path, tracking_id: int) -> str:
+    states = [r["state_to"] for r in rows(path) if r["tracking_id"] == tracking_id]
+    return states[-1] if states else ""

@@ -14,8 +14,18 @@ from pyModbusTCP.client import ModbusClient  # type: ignore[import-untyped]
 
 from controller.core.clock import MonotonicClock
 from controller.core.domain import DivertStatus, LaneStatus
+from controller.core.reasons import Reason
 from plc_adapters.emulator import EmulatedPlc
-from plc_adapters.layout import FieldType, Layout, decode, encode, header, u32_add, u32_diff
+from plc_adapters.layout import (
+    LAYOUT_VERSION,
+    FieldType,
+    Layout,
+    decode,
+    encode,
+    header,
+    u32_add,
+    u32_diff,
+)
 from plc_adapters.modbus_server import ModbusServerImage
 from plc_adapters.modbus_wire import MAX_READ, MAX_WRITE, spans
 from plc_adapters.opcua_wire import node_name
@@ -56,6 +66,7 @@ def test_map_offsets_are_fixed() -> None:
     assert offsets["layout_version"] == 0
     assert offsets["plc_heartbeat"] == 3
     assert offsets["ctl_heartbeat"] == 4
+    assert offsets["ctl_owner"] == 7
     assert offsets["plc_clock_ms"] == 8
     assert offsets["tel_write"] == 10
     assert offsets["tel_ack"] == 12
@@ -110,7 +121,7 @@ async def test_emulated_plc_registers_read_by_an_independent_client() -> None:
         finally:
             client.close()
     assert words is not None, client.last_error_as_txt
-    assert words[0:3] == [1, 4, 2]  # layout version, ring size, lane slots
+    assert words[0:3] == [2, 4, 2]  # layout version, ring size, lane slots
     assert words[10:12] == [0, 2]  # tel_write = 2
     assert words[18:22] == [1, 0, 2, 1]  # lane 1 available, lane 2 full
     telegram0 = words[22 : 22 + 25]
@@ -134,3 +145,16 @@ def test_interface_document_lists_every_header_field_at_its_offset() -> None:
         name = node_name("L1", f.key).split(".", 1)[1]
         span = str(f.offset) if f.type.registers == 1 else f"{f.offset}–{f.offset + 1}"
         assert f"| {span} | `{name}` | {f.type.value} |" in text, name
+
+
+def test_interface_document_lists_every_reason_code() -> None:
+    """A PLC programmer logs the reply's reason code: each one is in the table of 3.9."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "plc-interface.md").read_text()
+    table = text.split("### 3.9 Reason codes", 1)[1].split("\n## ", 1)[0]
+    missing = [f"{int(r)} {r.name}" for r in Reason if f"\n| {int(r)} |" not in table]
+    assert missing == []
+
+
+def test_interface_document_is_on_the_layout_version_the_code_speaks() -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "plc-interface.md").read_text()
+    assert text.splitlines()[0].endswith(f"layout version {LAYOUT_VERSION}")

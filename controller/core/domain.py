@@ -122,6 +122,7 @@ class DestinationRequest(NamedTuple):
     barcode: str  # empty string = no-read
     scan_time: float  # seconds on the controller's clock
     fault: str = ""  # set by an adapter for a malformed telegram: the parcel goes to exception
+    redelivered: bool = False  # offered again after a controller restart: may be journalled
 
 
 class DestinationReply(NamedTuple):
@@ -141,6 +142,7 @@ class DivertConfirmation(NamedTuple):
     tracking_id: int
     lane: int
     status: DivertStatus
+    redelivered: bool = False  # offered again after a controller restart: may be journalled
 
 
 Telegram = DestinationRequest | DivertConfirmation

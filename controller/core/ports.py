@@ -31,7 +31,15 @@ class SorterPort(Protocol):
     line: str
 
     def telegrams(self) -> AsyncIterator[Telegram]:
-        """Destination requests and divert confirmations, in PLC order, each exactly once."""
+        """Destination requests and divert confirmations, in PLC order, each exactly once per
+        run. Those not acknowledged when the controller stops are offered again at its next
+        start, marked ``redelivered`` (a previous run may already have journalled them)."""
+        ...
+
+    def acknowledge(self, telegram: Telegram) -> None:
+        """The entries the controller recorded for ``telegram`` (as delivered) are durable:
+        the adapter may now tell the PLC it was consumed. Adapters acknowledge to the PLC in
+        delivery order, so a telegram waits for every one before it. Non-blocking."""
         ...
 
     async def reply(self, reply: DestinationReply) -> None:

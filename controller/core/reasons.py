@@ -44,3 +44,6 @@ class Reason(IntEnum):
     LANE_FULL = 402
     PLC_DEFAULTED = 403
     ILLEGAL_TRANSITION = 404
+    # why a parcel closed as lost tracking (beside LOST_TRACKING) when the PLC did not say so
+    CONFIRMATION_TIMEOUT = 405  # no telegram for it within the line's confirm_timeout_s
+    TRACKING_ID_REUSED = 406  # a new destination request came with its tracking id

@@ -1,12 +1,13 @@
 """The line tracker: every rule of the decision flow for one sorter line, stated once, sans-IO.
 
 Events go in as method calls — a destination request, the evidence (risk and X-ray results),
-an officer's review, the decision made durable, a divert confirmation, an operator's command —
-each with the time it happened; the tracker answers with :data:`Effect` values for its driver
-to carry out: gather evidence until a cutoff, ask an officer, journal entries, reply to the
-sorter, abandon a parcel's pending work. It never awaits, sleeps or reads a clock, so the
-asyncio controller (:mod:`controller.lines`) drives it in production and the digital twin's
-fast fidelity drives the very same object from SimPy events.
+an officer's review, the decision made durable, a divert confirmation, an operator's command,
+a periodic tick — each with the time it happened; the tracker answers with :data:`Effect`
+values for its driver to carry out: gather evidence until a cutoff, ask an officer, journal
+entries, reply to the sorter, abandon a parcel's pending work, raise or clear an alarm. It
+never awaits, sleeps or reads a clock, so the asyncio controller (:mod:`controller.lines`)
+drives it in production and the digital twin's fast fidelity drives the very same object
+from SimPy events.
 
 The decision flow, for each destination request:
 
@@ -20,6 +21,14 @@ The decision flow, for each destination request:
 4. choose the lane (the decided kind with the most spare capacity, else exception), journal
    the decision, and reply only once the entry is durable and the deadline has not passed;
    otherwise the PLC's default lane stands and the miss is journalled.
+
+Tracking is watched too: a parcel on the belt that goes ``confirm_timeout_s`` of running
+belt (ticks with the line running) without a telegram from the PLC — its confirmation, its
+next lap's request — closes as lost tracking, and so does an open parcel whose tracking id a
+new destination request carries before its confirmation (a PLC restart reusing ids): the new
+request is then served as the new parcel it is. Either raises the line's ``lost-tracking``
+alarm once; it clears once the PLC has confirmed parcels again and a whole timeout has
+passed with none lost.
 """
 
 from __future__ import annotations
@@ -89,7 +98,8 @@ class AskReview(NamedTuple):
 
 class Record(NamedTuple):
     """Journal ``entries``. With ``awaiting`` set, call :meth:`LineTracker.journalled` for
-    that tracking id once they are durable (or the write failed): the reply waits on it."""
+    that tracking id once they are durable (or the write failed): the reply waits on it.
+    Those calls come in the order the records were made (a journal writes in order)."""
 
     entries: tuple[JournalEntry, ...]
     awaiting: int | None = None
@@ -108,7 +118,15 @@ class Abandon(NamedTuple):
     tracking_id: int
 
 
-Effect = Gather | AskReview | Record | Reply | Abandon
+class Alarm(NamedTuple):
+    """Raise (``active``) or clear the line's alarm ``what`` (source ``<line>/<what>``)."""
+
+    what: str
+    message: str
+    active: bool
+
+
+Effect = Gather | AskReview | Record | Reply | Abandon | Alarm
 
 
 class Phase(Enum):
@@ -159,6 +177,9 @@ _TO_EXCEPTION = LaneKind.EXCEPTION
 _GATHERING, _REVIEWING, _JOURNALLING = Phase.GATHERING, Phase.REVIEWING, Phase.JOURNALLING
 _DEFAULTED_BY_PLC, _LOST_TRACKING = DivertStatus.DEFAULTED, DivertStatus.LOST_TRACKING
 _LATE = XrayStatus.LATE
+_LOST_TRACKING_REASON = Reason.LOST_TRACKING
+_LOST_TRACKING_ALARM = "lost-tracking"
+_UNKNOWN_PARCEL, _UNKNOWN_LANE = "unknown-parcel", "unknown-lane"  # confirmation alarms
 _SCANNED_VALUE, _DEFAULTED_VALUE = _SCANNED.value, _DEFAULTED.value
 _NO_ALARM: tuple[Effect, ...] = ()
 
@@ -277,13 +298,32 @@ class LineTracker:
         }
         self._window = line.belt.decision_window_s
         self._cutoff = line.belt.decision_window_s - line.reply_budget_s
+        # Tracking watch (see tick()): when each parcel on the belt counts as lost, on the
+        # belt clock (this clock less the time the line stood still), oldest first.
+        self._timeout = line.confirm_timeout
+        self._silent: dict[int, tuple[float, Parcel]] = {}
+        self._stood_s = 0.0  # time the line stood still (link down, not running), from ticks
+        self._ticked_at: float | None = None
+        self._orphans: dict[int, int] = {}  # journalled() calls owed for settled parcels
+        self._confirmed_at = float("-inf")  # the latest divert confirmation
+        self._lost_at: float | None = None  # the latest loss while the alarm is up, else None
+        self._lost = 0  # parcels lost since the alarm went up
+        self._raised: set[str] = set()  # confirmation alarms up (unknown parcel, unknown lane)
 
     # --- destination requests ----------------------------------------------------------
 
     def request(self, request: DestinationRequest, now: float) -> list[Effect]:
+        if request.redelivered and self._applied(request):
+            return []
+        open_parcel = self.on_belt.get(request.tracking_id)
+        if open_parcel is not None and _reused(open_parcel, request.barcode):
+            why = (
+                f"a new destination request (seq {request.seq}, barcode {request.barcode!r}) "
+                f"came with its tracking id while it was {open_parcel.state.value}"
+            )
+            lost = self._lose(open_parcel, now, Reason.TRACKING_ID_REUSED, why)
+            return [*lost, *self.request(request, now)]  # now a first scan
         parcel, entries = self._admit(request, now)
-        if parcel is None:
-            return [*self._settle(request.tracking_id), Record(entries)]
         scan_time = request.scan_time
         pending = _Pending(parcel, scan_time + self._window, scan_time + self._cutoff)
         self.pending[parcel.tracking_id] = pending
@@ -304,8 +344,9 @@ class LineTracker:
 
     def _admit(
         self, request: DestinationRequest, now: float
-    ) -> tuple[Parcel | None, tuple[JournalEntry, ...]]:
-        """Open a parcel for a first scan, or bring a recirculating one round for another lap."""
+    ) -> tuple[Parcel, tuple[JournalEntry, ...]]:
+        """Open a parcel for a first scan, or bring a recirculating one round for another lap
+        (:meth:`request` has closed any other parcel open under the tracking id)."""
         tracking_id = request.tracking_id
         parcel = self.on_belt.get(tracking_id)
         if parcel is None:
@@ -313,14 +354,12 @@ class LineTracker:
             parcel = Parcel(self._line_id, tracking_id, request.barcode, arrived)
             parcel.stamps[_SCANNED] = now
             self.on_belt[tracking_id] = parcel
+            self._watch(parcel, now)
             self.kpis.arrived(self._line_id, tracking_id, arrived)
             data = {"seq": request.seq, "scan_time": request.scan_time, "arrived_at": arrived}
             return parcel, (self._entry(_TRANSITION, parcel, now, None, _SCANNED, data=data),)
-        try:
-            previous = parcel.move(_SCANNED, now)
-        except IllegalTransitionError as exc:
-            # Came round again without a confirmation: tracking cannot be trusted.
-            return None, (self._illegal(parcel, exc, now), *self._close_lost(parcel, now))
+        previous = parcel.move(_SCANNED, now)
+        self._watch(parcel, now)
         parcel.laps += 1
         parcel.stamps[_SCANNED] = now
         data = {"seq": request.seq, "scan_time": request.scan_time, "lap": parcel.laps}
@@ -411,6 +450,8 @@ class LineTracker:
 
     def journalled(self, tracking_id: int, now: float, error: str = "") -> list[Effect]:
         """The decision's entry is durable (``error`` empty) or could not be written."""
+        if self._orphans and self._orphaned(tracking_id):
+            return []  # the write of a parcel settled meanwhile, not the one now pending
         pending = self.pending.get(tracking_id)
         if pending is None or pending.phase is not _JOURNALLING:
             return []
@@ -427,6 +468,7 @@ class LineTracker:
             why = "held while the release was being journalled"
             return self._miss(parcel, pending.deadline, now, why)
         parcel.move(_DECIDED, now)
+        self._watch(parcel, now)
         self.load.assigned(lane, now)
         reasons = decision.reasons
         self.kpis.decided(self._line_id, lane, reasons)
@@ -458,6 +500,7 @@ class LineTracker:
         if parcel.state is not _SCANNED:
             return []
         parcel.move(_DEFAULTED, now)
+        self._watch(parcel, now)
         self.kpis.deadline_misses += 1
         entry = JournalEntry(
             ts=now,
@@ -473,19 +516,38 @@ class LineTracker:
         return [Record((entry,))]
 
     def _settle(self, tracking_id: int) -> list[Effect]:
-        """Forget a parcel's pending decision; its driver work is abandoned."""
-        if self.pending.pop(tracking_id, None) is None:
+        """Forget a parcel's pending decision; its driver work is abandoned. A decision
+        being journalled still gets its :meth:`journalled` call: that one is owed to the
+        settled parcel, never to a new one under the same tracking id."""
+        pending = self.pending.pop(tracking_id, None)
+        if pending is None:
             return []
+        if pending.phase is _JOURNALLING:
+            self._orphans[tracking_id] = self._orphans.get(tracking_id, 0) + 1
         return [Abandon(tracking_id)]
+
+    def _orphaned(self, tracking_id: int) -> bool:
+        """Whether this journalled() call is owed to a settled parcel (and consume it)."""
+        owed = self._orphans.get(tracking_id, 0)
+        if not owed:
+            return False
+        if owed == 1:
+            del self._orphans[tracking_id]
+        else:
+            self._orphans[tracking_id] = owed - 1
+        return True
 
     # --- divert confirmations ------------------------------------------------------------
 
     def confirm(self, confirmation: DivertConfirmation, now: float) -> list[Effect]:
+        if confirmation.redelivered and self._applied(confirmation):
+            return []
+        self._confirmed_at = now
         tracking_id = confirmation.tracking_id
         parcel = self.on_belt.get(tracking_id)
         if parcel is None:
-            return self._alarm(confirmation, "confirmation for unknown tracking id", now)
-        effects: list[Effect] = []
+            return self._unplaced(confirmation, now)
+        effects: list[Effect] = self._clear(_UNKNOWN_PARCEL, "confirmations name tracked parcels")
         if parcel.state is _SCANNED:  # the PLC acted before our reply
             pending = self.pending.get(tracking_id)
             deadline = pending.deadline if pending else now
@@ -510,12 +572,14 @@ class LineTracker:
         )
         effects.append(_record(((entry,), None)))
         if target is _RECIRCULATING:
+            self._watch(parcel, now)
             self.kpis.recirculations += 1
-        elif target is _IN_INSPECTION:
-            del self.on_belt[tracking_id]
+            return effects
+        del self.on_belt[tracking_id]
+        self._silent.pop(tracking_id, None)
+        if target is _IN_INSPECTION:
             self.in_inspection.setdefault(parcel.hawb, deque()).append(parcel)
         else:
-            del self.on_belt[tracking_id]
             self._closed(parcel, now)
         return effects
 
@@ -529,10 +593,46 @@ class LineTracker:
             return _EXCEPTION, Reason.LOST_TRACKING, _NO_ALARM
         kind = self._lane_kind.get(confirmation.lane)
         if kind is None:
-            alarm = self._alarm(confirmation, "diverted to a lane not in the config", now)
+            why = "the PLC diverted a parcel to a lane not in the line's configuration"
+            alarm = self._raise(_UNKNOWN_LANE, f"{why}: {_describe(confirmation)}")
             return _EXCEPTION, Reason.LANE_UNAVAILABLE, alarm
         reason = Reason.PLC_DEFAULTED if status is _DEFAULTED_BY_PLC else None
+        if _UNKNOWN_LANE in self._raised:
+            return AFTER_DIVERT[kind], reason, self._clear(_UNKNOWN_LANE, "diverts to known lanes")
         return AFTER_DIVERT[kind], reason, _NO_ALARM
+
+    # --- tracking watch ------------------------------------------------------------------
+
+    def tick(self, now: float, running: bool = True) -> list[Effect]:
+        """Time passes. Close every parcel on the belt that has gone ``confirm_timeout_s``
+        of running line without news, and clear the ``lost-tracking`` alarm once the PLC has
+        confirmed a parcel since the last loss and a whole timeout has passed with none lost.
+
+        Call it every second or so, with ``running`` False while the line cannot move or
+        report parcels (link down, line not running): the time since the previous tick then
+        does not count, so a stop or an outage does not close the parcels on the belt.
+        """
+        if self._ticked_at is not None and not running:
+            self._stood_s += now - self._ticked_at
+        self._ticked_at = now
+        belt_now = now - self._stood_s
+        expired: list[tuple[int, Parcel]] = []
+        for tracking_id, (lost_at, parcel) in self._silent.items():
+            if lost_at > belt_now:
+                break
+            expired.append((tracking_id, parcel))
+        effects: list[Effect] = []
+        why = f"no telegram from the PLC for it in {self._timeout:g} s of running line"
+        for tracking_id, parcel in expired:
+            del self._silent[tracking_id]
+            if self.on_belt.get(tracking_id) is parcel:
+                effects += self._lose(parcel, now, Reason.CONFIRMATION_TIMEOUT, why)
+        last = self._lost_at
+        if last is not None and self._confirmed_at > last and now - last >= self._timeout:
+            message = f"the PLC confirms parcels again; {self._lost} closed as lost tracking"
+            self._lost_at, self._lost = None, 0
+            effects.append(Alarm(_LOST_TRACKING_ALARM, message, False))
+        return effects
 
     # --- operator commands ---------------------------------------------------------------
 
@@ -584,6 +684,8 @@ class LineTracker:
             )
 
         def commit(at: float) -> list[Effect] | Refused:
+            if self.pending.get(command.tracking_id) is not pending:
+                return Refused(f"parcel {command.tracking_id} was closed meanwhile")
             if pending.phase is not Phase.REVIEWING or at >= pending.cutoff:
                 return Refused(f"parcel {command.tracking_id} reached its cutoff meanwhile")
             decided = self.reviewed(command.tracking_id, command.outcome, at)
@@ -605,6 +707,7 @@ class LineTracker:
                 return refusal
             previous = parcel.move(_EXCEPTION, at)
             del self.on_belt[parcel.tracking_id]
+            self._silent.pop(parcel.tracking_id, None)
             self._closed(parcel, at)
             entry = self._entry(
                 _TRANSITION,
@@ -648,6 +751,7 @@ class LineTracker:
                 self.in_inspection.setdefault(parcel.hawb, deque()).append(parcel)
             else:
                 self.on_belt[parcel.tracking_id] = parcel
+                self._watch(parcel, now)  # the PLC may have forgotten it meanwhile
             self.kpis.arrived(self.line.id, parcel.tracking_id, parcel.arrived_at)
         return effects
 
@@ -687,13 +791,36 @@ class LineTracker:
         if state.cleared:
             self.kpis.cleared(self._line_id, parcel.tracking_id, parcel.arrived_at, now)
 
-    def _close_lost(self, parcel: Parcel, now: float) -> list[JournalEntry]:
-        previous = parcel.state
-        parcel.move(ParcelState.EXCEPTION, now)
-        del self.on_belt[parcel.tracking_id]
+    def _lose(self, parcel: Parcel, now: float, reason: Reason, why: str) -> list[Effect]:
+        """Close ``parcel`` as lost tracking, ``reason`` saying how it was found lost, and
+        raise the line's alarm unless it is up."""
+        tracking_id = parcel.tracking_id
+        effects = self._settle(tracking_id)
+        previous = parcel.move(_EXCEPTION, now)
+        del self.on_belt[tracking_id]
+        self._silent.pop(tracking_id, None)
         self._closed(parcel, now)
-        reasons = (Reason.LOST_TRACKING,)
-        return [self._entry(_TRANSITION, parcel, now, previous, _EXCEPTION, reasons=reasons)]
+        reasons = (_LOST_TRACKING_REASON, reason)
+        data = {"why": why, "confirm_timeout_s": self._timeout}
+        entry = self._entry(
+            _TRANSITION, parcel, now, previous, _EXCEPTION, reasons=reasons, data=data
+        )
+        effects.append(Record((entry,)))
+        self._lost += 1
+        if self._lost_at is None:
+            message = (
+                f"parcel {tracking_id} ({parcel.hawb or 'no-read'}) closed as lost tracking: "
+                f"{why}; has the PLC restarted or lost parcels?"
+            )
+            effects.append(Alarm(_LOST_TRACKING_ALARM, message, True))
+        self._lost_at = now
+        return effects
+
+    def _watch(self, parcel: Parcel, now: float) -> None:
+        """News of ``parcel`` at ``now`` (a telegram, our reply): its silence starts again."""
+        silent, tracking_id = self._silent, parcel.tracking_id
+        silent.pop(tracking_id, None)  # and in again last: the dict stays in expiry order
+        silent[tracking_id] = (now - self._stood_s + self._timeout, parcel)
 
     def _entry(
         self,
@@ -738,18 +865,66 @@ class LineTracker:
             data={"error": str(exc)},
         )
 
-    def _alarm(self, telegram: DivertConfirmation, message: str, now: float) -> list[Effect]:
+    def _applied(self, telegram: DestinationRequest | DivertConfirmation) -> bool:
+        """Whether a telegram the PLC offers again after a controller restart was applied
+        before it (the parcels were restored from the journal that has its entries): a
+        request for the parcel's lap under way, or a confirmation for a parcel that is no
+        longer on the belt or recirculates. It is a duplicate: nothing happens."""
+        parcel = self.on_belt.get(telegram.tracking_id)
+        if isinstance(telegram, DivertConfirmation):
+            return parcel is None or parcel.state is _RECIRCULATING
+        barcode = telegram.barcode
+        return (
+            parcel is not None
+            and parcel.state is not _RECIRCULATING
+            and not (barcode and parcel.hawb and barcode != parcel.hawb)
+        )
+
+    def _unplaced(self, confirmation: DivertConfirmation, now: float) -> list[Effect]:
+        """A confirmation for a tracking id with no parcel on the belt: journalled as it came
+        (no parcel moves), and the line's ``unknown-parcel`` alarm raised unless it is up."""
         entry = JournalEntry(
             ts=now,
-            kind=EntryKind.ALARM,
-            line=self.line.id,
-            tracking_id=telegram.tracking_id,
+            kind=_CONFIRMATION,
+            line=self._line_id,
+            tracking_id=confirmation.tracking_id,
+            lane=confirmation.lane,
             data={
-                "message": message,
-                "telegram": {**telegram._asdict(), "status": telegram.status.name},
+                "seq": confirmation.seq,
+                "status": _STATUS_NAMES[confirmation.status],
+                "why": "no parcel on the belt has this tracking id",
             },
         )
-        return [Record((entry,))]
+        why = f"the PLC confirmed a tracking id no parcel has: {_describe(confirmation)}"
+        return [Record((entry,)), *self._raise(_UNKNOWN_PARCEL, why)]
+
+    def _raise(self, what: str, message: str) -> list[Effect]:
+        """Raise the line's alarm ``what`` once: nothing while it is up."""
+        if what in self._raised:
+            return []
+        self._raised.add(what)
+        return [Alarm(what, message, True)]
+
+    def _clear(self, what: str, message: str) -> list[Effect]:
+        if what not in self._raised:
+            return []
+        self._raised.discard(what)
+        return [Alarm(what, message, False)]
+
+
+def _describe(confirmation: DivertConfirmation) -> str:
+    return (
+        f"seq {confirmation.seq}, tracking id {confirmation.tracking_id}, "
+        f"lane {confirmation.lane}, status {confirmation.status.name}"
+    )
+
+
+def _reused(parcel: Parcel, barcode: str) -> bool:
+    """Whether a destination request under ``parcel``'s tracking id is for another parcel:
+    only a recirculating parcel is requested again, with its own barcode or a no-read."""
+    if parcel.state is not _RECIRCULATING:
+        return True
+    return bool(barcode and parcel.hawb and barcode != parcel.hawb)
 
 
 def command_data(

@@ -99,6 +99,9 @@ class LineView:
     on_belt: int
     at_inspection: int
     awaiting_review: int
+    journal_backlog: int = 0
+    """Journal entries the line holds that the journal has not taken yet (an outage's
+    backlog, written in order once it takes writes again)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,6 +78,8 @@ class Rig:
     sorter: InProcessSorter | WireSorter
     alarms: Alarms
     clock: Clock
+    another: Callable[[Alarms], WireSorter] | None = None
+    """Builds one more controller-side adapter for this rig's PLC (wire rigs only)."""
     received: list[Telegram] = field(default_factory=list)
     replies: list[DestinationReply] = field(default_factory=list)
     _reader: asyncio.Task[None] | None = None
@@ -96,6 +98,11 @@ class Rig:
         assert isinstance(self.sorter, WireSorter), "only wire rigs have a wire adapter"
         return self.sorter
 
+    def second_adapter(self, alarms: Alarms | None = None) -> WireSorter:
+        """Another controller's adapter for the same PLC (not started)."""
+        assert self.another is not None, "only wire rigs can connect another adapter"
+        return self.another(alarms or Alarms(None, self.clock.now))
+
     def inject(self, raw: RawTelegram) -> None:
         if isinstance(self.plant, InProcessSorter):
             self.plant.inject(raw, self.clock.now())
@@ -113,8 +120,11 @@ class Rig:
         await self.plc.start()
 
     async def _read(self) -> None:
+        """Take every telegram and acknowledge it at once, as a controller whose journal is
+        instant would."""
         async for telegram in self.sorter.telegrams():
             self.received.append(telegram)
+            self.sorter.acknowledge(telegram)
 
     def start_reading(self) -> None:
         self._reader = asyncio.get_running_loop().create_task(self._read())
@@ -137,11 +147,13 @@ async def open_rig(
     plc_line: Line | None = None,
     clock: Clock | None = None,
     first_counter: int = 0,
+    read: bool = True,
 ) -> AsyncIterator[Rig]:
     """A connected rig; ``opcua_host`` shares one OPC UA server between tests (one line
     each); ``security`` and ``credentials`` are (server side, client side). ``plc_line``
     (default :func:`line` under a fresh id) and ``clock`` (default monotonic) are the PLC's;
-    ``first_counter`` presets the PLC's four ring counters before anything connects."""
+    ``first_counter`` presets the PLC's four ring counters before anything connects. With
+    ``read`` False nothing takes the adapter's telegrams (nor starts it): the test does."""
     clock = clock or MonotonicClock()
     alarms = Alarms(None, clock.now)
     line_id = plc_line.id if plc_line is not None else next(_line_ids)
@@ -150,7 +162,8 @@ async def open_rig(
         sorter = InProcessSorter(line_id, alarms=alarms)
         rig = Rig(protocol, sorter, sorter, alarms, clock)
         sorter.on_reply = rig.replies.append
-        rig.start_reading()
+        if read:
+            rig.start_reading()
         try:
             yield rig
         finally:
@@ -171,23 +184,31 @@ async def open_rig(
     plc = EmulatedPlc(plc_line or line(line_id), layout, image, clock, PLC_TIMING)
     plc.preset_counters(first_counter)
     await plc.start()
-    if protocol == "opcua":
-        transport: OpcUaTransport | ModbusTransport = OpcUaTransport(
-            host.endpoint,
-            NAMESPACE,
-            line_id,
-            layout,
-            timeout_s=5.0,
-            security=security[1],
-            credentials=credentials[1],
-        )
-    else:
-        assert isinstance(image, ModbusServerImage)
-        transport = ModbusTransport("127.0.0.1", image.port, 1, layout, timeout_s=2.0, retries=1)
-    adapter = WireSorter(line_id, transport, layout, clock, alarms, link_timing(protocol))
-    rig = Rig(protocol, plc, adapter, alarms, clock)
+
+    def wire_adapter(alarms: Alarms) -> WireSorter:
+        if protocol == "opcua":
+            transport: OpcUaTransport | ModbusTransport = OpcUaTransport(
+                host.endpoint,
+                NAMESPACE,
+                line_id,
+                layout,
+                timeout_s=5.0,
+                security=security[1],
+                credentials=credentials[1],
+            )
+        else:
+            assert isinstance(image, ModbusServerImage)
+            transport = ModbusTransport(
+                "127.0.0.1", image.port, 1, layout, timeout_s=2.0, retries=1
+            )
+        assert clock is not None
+        return WireSorter(line_id, transport, layout, clock, alarms, link_timing(protocol))
+
+    adapter = wire_adapter(alarms)
+    rig = Rig(protocol, plc, adapter, alarms, clock, wire_adapter)
     plc.on_reply_taken = rig.replies.append  # every reply at the PLC, credited or not
-    rig.start_reading()
+    if read:
+        rig.start_reading()
     try:
         yield rig
     finally:

@@ -1,0 +1,280 @@
+"""A line's journal on a full disk, with the real SQLite journal: nothing the tracker recorded
+is lost, the journal keeps the tracker's order, one alarm is raised and cleared once, and the
+controller keeps serving.
+
+The disk fills for real as far as SQLite can tell: while the switch is on, the journal's own
+connection is held to the pages its file already has (``PRAGMA max_page_count``), so every
+write that needs a new page fails with SQLITE_FULL, "database or disk is full", exactly as on
+a full file system; switching it off gives the space back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from controller.alarms import Alarms
+from controller.app.site import SiteConfig
+from controller.core.clock import MonotonicClock
+from controller.core.domain import (
+    DestinationReply,
+    DivertStatus,
+    EntryKind,
+    JournalEntry,
+    RiskChannel,
+    RiskResult,
+    XrayResult,
+    XrayStatus,
+)
+from controller.core.lifecycle import Parcel, ParcelState
+from controller.lines import Controller, LineController
+from controller.recovery import recover
+from controller.store.journal import SqliteJournal
+from controller.store.read import read_entries
+from plc_adapters.inprocess import InProcessSorter
+from tests.support import CLEAN, DictRisk, site
+
+SITE = "TEST"
+EXCEPTION_LANE = 9
+
+
+class InstantXray:
+    async def analyse(self, line: str, tracking_id: int, hawb: str) -> XrayResult:
+        return XrayResult(XrayStatus.OK, CLEAN, "instant")
+
+
+@contextmanager
+def disk(path: Path) -> Iterator[Callable[[bool], None]]:
+    """A switch that fills (True) or frees (False) the disk under the journal at ``path``."""
+    full = [False]
+
+    def on_begin(conn: sa.Connection) -> None:
+        if conn.engine.url.database == str(path):
+            # A page count below the file's size means "no more pages than it has now".
+            conn.exec_driver_sql(f"PRAGMA max_page_count = {1 if full[0] else 2**31 - 2}")
+
+    event.listen(sa.Engine, "begin", on_begin)
+    try:
+        yield lambda on: full.__setitem__(0, on)
+    finally:
+        event.remove(sa.Engine, "begin", on_begin)
+
+
+async def until(condition: Callable[[], object], within_s: float = 10.0) -> None:
+    """Return once ``condition()`` holds, polled on the wall clock."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while not condition():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+@dataclass
+class Line:
+    controller: Controller
+    line: LineController
+    sorter: InProcessSorter
+    journal: SqliteJournal
+    alarms: Alarms
+    clock: MonotonicClock
+    replies: list[DestinationReply]
+    recorded: list[JournalEntry]
+    task: asyncio.Task[None]
+
+    async def parcel(self, tracking_id: int) -> ParcelState:
+        """Scan a parcel, wait for its decision (or the miss), confirm what the PLC did with
+        it (its lane, or the default lane without a reply) and wait until it is closed."""
+        tracker = self.line.tracker
+        self.sorter.request(tracking_id, f"H{tracking_id}", self.clock.now())
+        settled = (ParcelState.DECIDED, ParcelState.DEFAULTED)
+        parcel = await self.opened(tracking_id)
+        await until(lambda: parcel.state in settled)
+        state = parcel.state
+        if state is ParcelState.DECIDED:
+            await until(lambda: any(r.tracking_id == tracking_id for r in self.replies))
+            (reply,) = [r for r in self.replies if r.tracking_id == tracking_id]
+            self.sorter.confirm(tracking_id, reply.lane, DivertStatus.DIVERTED)
+        else:
+            self.sorter.confirm(tracking_id, EXCEPTION_LANE, DivertStatus.DEFAULTED)
+        await until(lambda: tracking_id not in tracker.on_belt)
+        return state
+
+    async def opened(self, tracking_id: int) -> Parcel:
+        tracker = self.line.tracker
+        await until(lambda: tracking_id in tracker.on_belt)
+        return tracker.on_belt[tracking_id]
+
+
+@asynccontextmanager
+async def running(path: Path, config: SiteConfig) -> AsyncIterator[Line]:
+    clock = MonotonicClock()
+    replies: list[DestinationReply] = []
+    sorter = InProcessSorter("L1", on_reply=replies.append)
+    risk = DictRisk()
+    for tracking_id in range(1, 200):
+        hawb = f"H{tracking_id}"
+        risk.results[hawb] = RiskResult(hawb, RiskChannel.GREEN, 0.05, "books")
+    async with SqliteJournal(path, SITE, group_commit_ms=1.0) as journal:
+        alarms = Alarms(journal, clock.now)
+        controller = Controller(
+            config, {"L1": sorter}, risk, InstantXray(), journal, clock, alarms=alarms
+        )
+        line = controller.lines["L1"]
+        recorded: list[JournalEntry] = []
+        record = line.record
+
+        def watched(entries: Sequence[JournalEntry]) -> asyncio.Future[str]:
+            """What the tracker recorded, in the order it did (the order the journal owes)."""
+            recorded.extend(entries)
+            return record(entries)
+
+        line.record = watched  # type: ignore[method-assign]
+        task = asyncio.create_task(controller.run())
+        try:
+            yield Line(controller, line, sorter, journal, alarms, clock, replies, recorded, task)
+        finally:
+            sorter.close()
+            await asyncio.wait_for(task, 15)
+            await alarms.drain()
+
+
+def rows_of(path: Path) -> list[dict[str, Any]]:
+    return read_entries(f"sqlite:///{path}", SITE)
+
+
+def key(kind: str, tracking_id: int, state_to: str, data: object) -> tuple[str, int, str, str]:
+    return (kind, tracking_id, state_to, json.dumps(data, sort_keys=True, default=str))
+
+
+def same_as_journalled(entries: Sequence[JournalEntry]) -> list[tuple[str, int, str, str]]:
+    """Recorded entries as :func:`key` reads journal rows (alarms left out: the board's go
+    past :meth:`LineController.record`)."""
+    return [
+        key(e.kind.value, e.tracking_id, e.state_to, json.loads(json.dumps(dict(e.data))))
+        for e in entries
+        if e.kind is not EntryKind.ALARM
+    ]
+
+
+async def test_a_full_disk_loses_no_entry_keeps_the_order_and_alarms_once(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    with disk(path) as disk_full:
+        async with running(path, site()) as line:
+            assert [await line.parcel(t) for t in range(1, 6)] == [ParcelState.DECIDED] * 5
+
+            disk_full(True)
+            during = [await line.parcel(t) for t in range(6, 26)]
+            # decisions could not be made durable: the PLC's default lane stood (fail secure)
+            assert during.count(ParcelState.DEFAULTED) >= 15
+            assert line.journal.failed_batches > 0
+            assert "L1/journal" in line.alarms.active
+            assert "database or disk is full" in line.alarms.active["L1/journal"].message
+            assert line.line.view().journal_backlog > 0  # kept in memory, in order
+            assert not line.task.done()  # still serving
+
+            disk_full(False)
+            await until(lambda: line.line.view().journal_backlog == 0, within_s=5)
+            await until(lambda: "L1/journal" not in line.alarms.active, within_s=5)
+            assert [await line.parcel(t) for t in range(26, 31)] == [ParcelState.DECIDED] * 5
+
+    rows = rows_of(path)
+    # The journal holds everything the tracker recorded, in the tracker's order.
+    parcel_rows = [r for r in rows if r["kind"] != "alarm"]
+    assert [key(r["kind"], r["tracking_id"], r["state_to"], r["data"]) for r in parcel_rows] == (
+        same_as_journalled(line.recorded)
+    )
+    assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
+    # Every parcel has its complete record: a decision made durable before its reply, or a
+    # decision kept through the outage followed by the miss and the PLC's default lane.
+    for tracking_id in range(1, 31):
+        kinds = [r["kind"] for r in parcel_rows if r["tracking_id"] == tracking_id]
+        assert kinds in (
+            ["transition", "decision", "confirmation"],
+            ["transition", "decision", "deadline_miss", "confirmation"],
+        ), (tracking_id, kinds)
+        last = [r for r in parcel_rows if r["tracking_id"] == tracking_id][-1]
+        assert last["state_to"] in ("released", "exception")
+    missed = [r for r in parcel_rows if r["kind"] == "deadline_miss"]
+    assert len(missed) == during.count(ParcelState.DEFAULTED)
+    assert all("journal write failed" in r["data"]["why"] for r in missed)
+    # One alarm, raised at the first failure and cleared once the backlog was written.
+    alarm_rows = [r for r in rows if r["kind"] == "alarm" and r["data"]["source"] == "L1/journal"]
+    assert [r["state_to"] for r in alarm_rows] == ["active", "cleared"]
+    raised, cleared = alarm_rows
+    assert raised["seq"] > max(r["seq"] for r in parcel_rows if r["tracking_id"] <= 5)
+    outage_rows = [r["seq"] for r in parcel_rows if 6 <= r["tracking_id"] <= 25]
+    assert cleared["seq"] > max(outage_rows)
+    assert cleared["seq"] < min(r["seq"] for r in parcel_rows if r["tracking_id"] >= 26)
+    assert [h[3] for h in line.alarms.history if h[1] == "L1/journal"] == [True, False]
+    # Nothing is left open for a restart to take back.
+    recovered = recover(path, SITE, 0.0, datetime.now(UTC), 24.0)
+    assert recovered.parcels == []
+
+
+async def test_beyond_the_backlog_cap_entries_are_logged_in_full_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "journal.sqlite"
+    config = site()
+    small = config.lines[0].model_copy(update={"journal_backlog_max": 12})
+    config = config.model_copy(update={"lines": [small]})
+    caplog.set_level(logging.INFO, logger="controller.lines")
+    with disk(path) as disk_full:
+        async with running(path, config) as line:
+            await line.parcel(1)
+            disk_full(True)
+            for tracking_id in range(2, 12):
+                await line.parcel(tracking_id)
+            assert "L1/journal-overflow" in line.alarms.active
+            assert line.line.view().journal_backlog <= 12 + 2  # the cap, and its alarm rows
+            disk_full(False)
+            await until(lambda: not line.alarms.active, within_s=5)
+
+    logged = [
+        json.loads(record.getMessage().split(": ", 2)[2])
+        for record in caplog.records
+        if "journal entry not journalled" in record.getMessage()
+    ]
+    assert logged, "no entry went past the cap"
+    rows = [r for r in rows_of(path) if r["kind"] != "alarm"]
+    journalled = [key(r["kind"], r["tracking_id"], r["state_to"], r["data"]) for r in rows]
+    left_out = [key(e["kind"], e["tracking_id"], e["state_to"], e["data"]) for e in logged]
+    # Every entry the tracker recorded is in the journal or, in full, in the log.
+    assert sorted(journalled + left_out) == sorted(same_as_journalled(line.recorded))
+    overflow = [h for h in line.alarms.history if h[1] == "L1/journal-overflow"]
+    assert [h[3] for h in overflow] == [True, False]
+    assert f"{len(logged)} entries were logged in full" in overflow[-1][2]
+
+
+async def test_an_entry_the_journal_cannot_store_holds_up_nothing_behind_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bad entry is refused for good (ValueError/TypeError), not retried for ever: it is
+    logged in full and the entries around it are journalled in order."""
+    path = tmp_path / "journal.sqlite"
+    caplog.set_level(logging.INFO, logger="controller.lines")
+    async with running(path, site()) as line:
+        good = JournalEntry(ts=1.0, kind=EntryKind.ALARM, line="L1", tracking_id=1)
+        bad = good._replace(tracking_id=2, data={"not json": object()})
+        after = good._replace(tracking_id=3)
+        outcomes = line.line.record([good]), line.line.record([bad]), line.line.record([after])
+        first, second, third = await asyncio.gather(*outcomes)
+        assert (first, third) == ("", "")
+        assert "cannot store" in second
+        assert await line.parcel(4) is ParcelState.DECIDED  # the line goes on
+        assert "L1/journal" not in line.alarms.active
+    assert [r["tracking_id"] for r in rows_of(path)][:2] == [1, 3]
+    logged = [r.getMessage() for r in caplog.records if "entry not journalled" in r.getMessage()]
+    assert len(logged) == 1
+    assert '"tracking_id": 2' in logged[0]
