@@ -7,12 +7,17 @@ with its path and value and exits with code 2, never a traceback.
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn, TypeVar
+from urllib.parse import urlsplit
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from controller.app.terminal import console, errors, print_problems
 from controller.core.settings import ConfigError
@@ -26,6 +31,16 @@ from simulation.scenario import ScenarioBundle, load_scenario
 from simulation.sweep import grid, run_sweep, write_sweep
 
 FIDELITIES = ("fast", "full")
+DASK_PORT = 8786
+"""A Dask scheduler's port when ``--scheduler`` names none."""
+SCHEDULER_CONNECT_S = 5.0
+T = TypeVar("T")
+
+
+def fail(message: str) -> NoReturn:
+    """A mistake in the command line or its files: one line, exit 2, no traceback."""
+    errors.print(escape(message), soft_wrap=True, highlight=False)
+    raise typer.Exit(code=2)
 
 
 def load_or_exit(path: Path, **overrides: Any) -> ScenarioBundle:
@@ -83,7 +98,7 @@ def simulate(
     hours: Annotated[
         float | None, typer.Option(help="Simulate only the first HOURS of the scenario.")
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="Override the scenario's seed.")] = None,
     allow_overload: Annotated[
         bool,
         typer.Option(
@@ -95,22 +110,21 @@ def simulate(
     """Run the digital twin on a scenario and write a report folder: kpis.json, parcels.csv,
     PNG plots and report.html (one self-contained page)."""
     if fidelity not in FIDELITIES:
-        errors.print(f"--fidelity: expected one of {', '.join(FIDELITIES)}, got {fidelity!r}")
-        raise typer.Exit(code=2)
+        fail(f"--fidelity: expected one of {', '.join(FIDELITIES)}, got {fidelity!r}")
     overrides: dict[str, Any] = {}
     if hours is not None:
         if hours <= 0:
-            errors.print(f"--hours: expected a positive number of hours, got {hours}")
-            raise typer.Exit(code=2)
+            fail(f"--hours: expected a positive number of hours, got {hours}")
         overrides["horizon_h"] = hours
     if seed is not None:
         overrides["seed"] = seed
     if allow_overload:
         overrides["allow_overload"] = True
     bundle = load_or_exit(scenario, **overrides)
-    run = run_with_progress(bundle, fidelity)
     folder = out or Path("reports") / bundle.scenario.name
-    kpis = write_report(run, folder)
+    writing(folder, lambda: folder.mkdir(parents=True, exist_ok=True))  # before, not after, a run
+    run = run_with_progress(bundle, fidelity)
+    kpis = writing(folder, lambda: write_report(run, folder))
     console.print(summary_table(kpis))
     console.print(f"report: {folder / 'report.html'}")
 
@@ -145,14 +159,47 @@ def summary_table(kpis: dict[str, Any]) -> Table:
     return table
 
 
+def writing(folder: Path, write: Callable[[], T]) -> T:
+    """``write()`` into ``folder``; a folder that cannot be made or written is one line."""
+    try:
+        return write()
+    except OSError as exc:
+        fail(f"--out: cannot write into {folder}: {exc.strerror or exc}")
+
+
 def _floats(text: str | None, name: str) -> list[float]:
     if not text:
         return []
     try:
         return [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        errors.print(f"--{name}: expected comma-separated numbers, got {text!r}")
-        raise typer.Exit(code=2) from None
+        fail(f"--{name}: expected comma-separated numbers, got {text!r}")
+
+
+def _counts(text: str | None, name: str) -> list[int]:
+    """Whole numbers of people or stations: ``2.5`` is a mistake, not 2."""
+    numbers = _floats(text, name)
+    if any(n != int(n) or n < 0 for n in numbers):
+        fail(f"--{name}: expected comma-separated whole numbers, got {text!r}")
+    return [int(n) for n in numbers]
+
+
+def reachable(address: str) -> None:
+    """Exit with one line unless a Dask scheduler's port answers at ``address``
+    (``tcp://host:port``, ``host:port``); other transports are left to Dask."""
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme not in ("tcp", "tls"):
+        return
+    try:
+        host, port = parts.hostname, parts.port or DASK_PORT
+    except ValueError as exc:
+        fail(f"--scheduler: {address!r} is not a scheduler address ({exc})")
+    if not host:
+        fail(f"--scheduler: {address!r} names no host; e.g. tcp://scheduler.example:8786")
+    try:
+        socket.create_connection((host, port), timeout=SCHEDULER_CONNECT_S).close()
+    except OSError as exc:
+        fail(f"--scheduler: no Dask scheduler answers at {address} ({exc.strerror or exc})")
 
 
 def sweep(
@@ -190,21 +237,28 @@ def sweep(
     """Run a grid of scenario variants in parallel on Dask with the scenario's fixed seed, and
     plot the trade-offs: share within the target vs officers, threats intercepted vs
     inspection rate."""
+    if hours is not None and hours <= 0:
+        fail(f"--hours: expected a positive number of hours, got {hours}")
     base = load_or_exit(scenario, allow_overload=True)
     points = grid(
-        [int(v) for v in _floats(officers, "officers")],
+        _counts(officers, "officers"),
         _floats(induction, "induction"),
         _floats(release_max_score, "release-max-score"),
-        [int(v) for v in _floats(stations, "stations")],
+        _counts(stations, "stations"),
     )
     if workers < 1:
-        errors.print(f"--workers: expected at least 1, got {workers}")
-        raise typer.Exit(code=2)
+        fail(f"--workers: expected at least 1, got {workers}")
+    if scheduler:
+        reachable(scheduler)
+    folder = out or Path("reports") / f"{base.scenario.name}-sweep"
+    writing(folder, lambda: folder.mkdir(parents=True, exist_ok=True))
     console.print(f"{len(points)} variant(s) of {base.scenario.name} on Dask ...")
     with console.status("running the grid"):
-        rows = run_sweep(scenario, points, scheduler, workers, hours=hours)
-    folder = out or Path("reports") / f"{base.scenario.name}-sweep"
-    write_sweep(rows, folder)
+        try:
+            rows = run_sweep(scenario, points, scheduler, workers, hours=hours)
+        except OSError as exc:  # the scheduler went away, or a cluster could not start
+            fail(f"--scheduler: the Dask cluster failed: {exc}")
+    writing(folder, lambda: write_sweep(rows, folder))
     table = Table(title="sweep", title_justify="left")
     for column in (
         "officers",
@@ -267,8 +321,7 @@ def replay(
     """Replay a recorded shift from the audit journal through the twin, as recorded and with
     what-if changes (officers, stations, thresholds), and compare them."""
     if not journal.is_file():
-        errors.print(f"journal: no such file {journal}")
-        raise typer.Exit(code=2)
+        fail(f"journal: no such file {journal}")
     what_if: dict[str, Any] = {}
     if officers is not None:
         what_if["review"] = {"officers": officers}
@@ -285,14 +338,19 @@ def replay(
     changed = load_or_exit(scenario, allow_overload=True, **what_if)
     try:
         recording = read_recording(journal, site_id)
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        fail(f"journal: {journal} is not a CargoGate audit journal ({reason})")
+    folder = out or Path("reports") / "replay"
+    writing(folder, lambda: folder.mkdir(parents=True, exist_ok=True))
+    try:
         with console.status(f"replaying {len(recording.parcels):,} recorded parcels"):
             as_recorded = compute_kpis(run_replay(base, recording))
             changed_run = run_replay(changed, recording)
     except ConfigError as exc:
         print_problems(exc)
         raise typer.Exit(code=2) from None
-    folder = out or Path("reports") / "replay"
-    what = write_report(changed_run, folder)
+    what = writing(folder, lambda: write_report(changed_run, folder))
     rec = recorded_summary(recording)
     table = Table(
         title=f"replay of {journal.name}: {rec['parcels']:,} parcels", title_justify="left"

@@ -258,7 +258,7 @@ class Scenario(Strict):
     name: str = Field(min_length=1)
     site: Path
     """Site file, relative to the scenario file."""
-    seed: int = 1
+    seed: int = Field(default=1, ge=0)  # numpy seeds are non-negative
     horizon_h: PositiveFloat = 24.0
     drain_h: float = Field(default=2.0, ge=0)
     """Extra time after the last arrival for parcels in flight to close."""

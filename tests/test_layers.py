@@ -66,7 +66,7 @@ def test_registrations_and_the_site_schema_load_no_adapter_library(code: str) ->
 def test_the_cargogate_command_loads_the_twin_only_when_a_twin_command_runs() -> None:
     code = (
         "from typer.testing import CliRunner; from controller.app.cli import app; "
-        "result = CliRunner().invoke(app, ['config', 'check', 'config/site.example.yaml']); "
+        "result = CliRunner().invoke(app, ['config', 'check', 'config/plc/site-wire.yaml']); "
         "assert result.exit_code == 0, result.output"
     )
     assert _loaded_after(code, ("simpy", "simulation.cli", "plc_adapters.emulator")) == []

@@ -8,12 +8,16 @@ import json
 import sqlite3
 from collections import Counter
 from pathlib import Path
+from typing import Literal
 
 import onnx
 import pytest
 import yaml
+from pydantic import field_validator
 
 from controller.app.builtin import NoImages
+from controller.app.preflight import machine_problems
+from controller.app.registry import Adapter, Kind, Plugin, registries
 from controller.app.services import Services, StartupError
 from controller.app.site import SiteConfig, load_config, parse_config
 from controller.core.clock import MonotonicClock
@@ -28,7 +32,7 @@ from controller.core.domain import (
 )
 from controller.core.lifecycle import TERMINAL_STATES, Parcel, ParcelState
 from controller.core.link import LinkState
-from controller.core.settings import ConfigError
+from controller.core.settings import ConfigError, Strict
 from controller.lines import Controller
 from controller.risk.book import RiskBook
 from controller.store.journal import JournalClosedError, SqliteJournal
@@ -49,7 +53,7 @@ def demo_config(
     raw["console"] = {"port": 0}  # a free port: tests never depend on 8080 being free
     if "intake" in raw:
         raw["intake"]["quarantine"] = str(tmp_path / "quarantine")
-        raw["xray"]["model"] = str(ROOT / raw["xray"]["model"])
+        raw["xray"]["model"] = str(ROOT / "config" / raw["xray"]["model"])
     shift = {
         "name": "site-test",
         "site": str(ROOT / "config" / "demo.yaml"),
@@ -241,7 +245,7 @@ async def test_services_stop_in_order_and_ship_the_journal_tail(tmp_path: Path) 
 async def test_a_part_that_cannot_start_is_named_and_the_rest_is_stopped(tmp_path: Path) -> None:
     raw = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     raw["store"]["journal_path"] = str(tmp_path / "journal.sqlite")
-    raw["plant"]["scenario"] = str(ROOT / raw["plant"]["scenario"])
+    raw["plant"]["scenario"] = str(ROOT / "config" / raw["plant"]["scenario"])
     raw["xray"] = {"type": "onnx", "model": str(tmp_path / "missing.onnx")}
     raw["intake"] = {"quarantine": str(tmp_path / "q"), "sources": [{"type": "inprocess"}]}
     services = Services(parse_config(raw))
@@ -270,4 +274,156 @@ def test_config_check_catches_a_central_url_that_run_would_trip_on(url: str, pro
         parse_config(raw)
     [(where, _, message)] = caught.value.problems
     assert where == "store.central_url"
+    assert problem in message
+
+
+def site_file(folder: Path, **changes: object) -> Path:
+    """The demo-xray site written into ``folder`` with ``changes`` (top-level sections)."""
+    raw = yaml.safe_load((ROOT / "config" / "demo-xray.yaml").read_text())
+    raw.update(changes)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "site.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_relative_paths_are_taken_from_the_site_files_folder_not_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given and default paths alike; the working directory (systemd's WorkingDirectory, a
+    shell anywhere) plays no part."""
+    etc = tmp_path / "etc"
+    site_file(
+        etc,
+        store={"group_commit_ms": 2},  # the journal and the socket at their default places
+        commands={"mode": 0o660},
+        xray={"type": "onnx", "model": "../models/xray.onnx"},
+        intake={"sources": [{"type": "watch_folder", "path": "inbox"}]},
+        risk_feeds=[{"type": "file", "path": "/srv/feeds"}],
+        plant={"type": "twin", "scenario": "scenarios/shift.yaml"},
+    )
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    config = load_config(Path("../etc/site.yaml"))
+    assert config.store.journal_path == etc / "var" / "journal.sqlite"
+    assert config.commands.socket == etc / "var" / "cargogate.sock"
+    assert config.xray.model == tmp_path / "models" / "xray.onnx"
+    assert config.intake is not None
+    assert config.intake.quarantine == etc / "var" / "quarantine"
+    assert config.intake.sources[0].path == etc / "inbox"
+    assert config.risk_feeds[0].path == Path("/srv/feeds")  # an absolute path stays
+    assert config.plant is not None
+    assert config.plant.scenario == etc / "scenarios" / "shift.yaml"
+
+
+class ProbeFeed(Strict):
+    """A third party's risk feed: a file it reads (and checks as it is validated) and the
+    environment variable holding its token."""
+
+    type: Literal["probe"]
+    manifest: Path
+    token_env: str
+
+    @field_validator("manifest")
+    @classmethod
+    def _there(cls, manifest: Path) -> Path:
+        if not manifest.is_file():
+            raise ValueError(f"no manifest at {manifest}")
+        return manifest
+
+
+PROBE = Plugin(adapters=[Adapter(Kind.RISK_FEED, "probe", ProbeFeed, "tests.test_site:none")])
+
+
+def test_an_adapters_own_validators_see_its_paths_taken_from_the_site_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paths are settled before validation, so a validator that reads a file reads the one
+    the site file means; and an integrator's ``Path`` and ``*_env`` settings are checked
+    like ours."""
+    etc = tmp_path / "etc"
+    path = site_file(etc, risk_feeds=[{"type": "probe", "manifest": "m.csv", "token_env": "T"}])
+    (etc / "m.csv").write_text("hawb,channel,score\n")
+    monkeypatch.chdir(tmp_path)
+    config = load_config(path, registries(PROBE))
+    assert config.risk_feeds[0] == ProbeFeed(type="probe", manifest=etc / "m.csv", token_env="T")
+
+    (etc / "m.csv").unlink()
+    raw = yaml.safe_load(path.read_text())
+    raw["risk_feeds"] = [{"type": "probe", "manifest": str(etc / "m.csv"), "token_env": "T"}]
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, registries(PROBE))
+    assert [where for where, _, _ in caught.value.problems] == ["risk_feeds.0.manifest"]
+
+
+def test_machine_problems_name_every_file_folder_and_variable_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.delenv("CARGOGATE_TEST_UNSET", raising=False)
+    monkeypatch.setenv("CARGOGATE_TEST_EMPTY", "")
+    path = site_file(
+        tmp_path / "etc",
+        store={"journal_path": str(blocker / "journal.sqlite")},
+        xray={"type": "onnx", "model": "missing.onnx"},
+        console={"tls_cert": "console.crt", "tls_key": str(blocker)},
+        risk_feeds=[
+            {"type": "probe", "manifest": str(blocker), "token_env": "CARGOGATE_TEST_UNSET"},
+            {"type": "probe", "manifest": str(blocker), "token_env": "CARGOGATE_TEST_EMPTY"},
+        ],
+    )
+    config = load_config(path, registries(PROBE))
+    etc = tmp_path / "etc"
+    assert machine_problems(config) == [
+        (
+            "store.journal_path",
+            repr(str(blocker / "journal.sqlite")),
+            f"cannot be made: {blocker} is not a folder",
+        ),
+        ("console.tls_cert", repr(str(etc / "console.crt")), "no such file or folder"),
+        ("risk_feeds.0.token_env", "'CARGOGATE_TEST_UNSET'", "environment variable is not set"),
+        ("risk_feeds.1.token_env", "'CARGOGATE_TEST_EMPTY'", "environment variable is empty"),
+        ("xray.model", repr(str(etc / "missing.onnx")), "no such file or folder"),
+        ("plant.scenario", repr(str(etc / "scenarios/demo-shift.yaml")), "no such file or folder"),
+    ]
+
+
+def test_the_shipped_sites_need_nothing_this_checkout_lacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # wherever they are started from
+    for name in ("demo.yaml", "demo-xray.yaml", "plc/site-wire.yaml"):
+        config = load_config(ROOT / "config" / name)
+        assert machine_problems(config) == [], name
+        assert config.store.journal_path.parent == ROOT / "var", name
+
+
+@pytest.mark.parametrize(
+    ("section", "value", "where", "problem"),
+    [
+        ("store", {"central_url": "postgresql://u@db:port/x"}, "central_url", "not a database URL"),
+        ("store", {"central_url": "postgresql://u@db:99999/x"}, "central_url", "not a TCP port"),
+        ("risk_feeds", [{"type": "http", "url": "https:///results"}], "0.url", "name the host"),
+        ("risk_feeds", [{"type": "http", "url": "http://risk:70000/"}], "0.url", "out of range"),
+        ("risk_feeds", [{"type": "http", "url": "http://risk:0/"}], "0.url", "port 0"),
+        ("lines", "opc.tcp://plc-l1", "0.sorter.endpoint", "expected opc.tcp://HOST:PORT"),
+        ("lines", "opc.tcp://plc-l1:99999", "0.sorter.endpoint", "out of range"),
+        ("lines", "opc.tcp://plc-l1:48x0", "0.sorter.endpoint", "could not be cast"),
+    ],
+)
+def test_urls_and_ports_are_checked_where_they_are_written(
+    section: str, value: object, where: str, problem: str
+) -> None:
+    """Caught by ``config check`` with their path, not by a first connection at run time."""
+    raw = yaml.safe_load((ROOT / "config" / "plc" / "site-wire.yaml").read_text())
+    if section == "lines":
+        raw["lines"][0]["sorter"]["endpoint"] = value
+    else:
+        raw[section] = value
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw)
+    [(found, _, message)] = caught.value.problems
+    assert found == f"{section}.{where}"
     assert problem in message

@@ -240,7 +240,7 @@ def site(tmp_path: Path) -> Path:
     """The demo site with its journal in ``tmp_path``."""
     raw = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
     raw["store"]["journal_path"] = str(tmp_path / "var" / "journal.sqlite")
-    raw["plant"]["scenario"] = str(ROOT / raw["plant"]["scenario"])
+    raw["plant"]["scenario"] = str(ROOT / "config" / raw["plant"]["scenario"])
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path

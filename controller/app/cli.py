@@ -19,16 +19,18 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Group
-from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
 from controller import __version__
 from controller.app import command_cli
+from controller.app.audit_cli import audit_app
+from controller.app.preflight import machine_problems
 from controller.app.registry import Command, default_registry, resolve
 from controller.app.services import Services, StartupError
 from controller.app.site import SiteConfig, load_config
-from controller.app.terminal import console, errors, print_problems, setup_logging
+from controller.app.terminal import console, errors, live_view, print_problems, setup_logging
 from controller.app.user_cli import users_app
 from controller.core.link import LinkState
 from controller.core.settings import ConfigError
@@ -93,9 +95,19 @@ ConfigPath = Annotated[
 ]
 
 
+def checked(path: Path) -> SiteConfig:
+    """The site file at ``path``, valid, and with everything it names on this machine: the
+    files it reads, the places it writes, its environment variables (raises ConfigError)."""
+    config = load_config(path)
+    problems = machine_problems(config)
+    if problems:
+        raise ConfigError(str(path), problems)
+    return config
+
+
 def _load(path: Path) -> SiteConfig:
     try:
-        return load_config(path)
+        return checked(path)
     except ConfigError as exc:
         print_problems(exc)
         raise typer.Exit(code=2) from None
@@ -105,11 +117,13 @@ def _load(path: Path) -> SiteConfig:
 def config_check(
     files: Annotated[list[Path], typer.Argument(help="One or more site files to validate.")],
 ) -> None:
-    """Validate site files; print every problem with its path and value. Exit 2 on any error."""
+    """Validate site files as `run` would: every problem with its path and value, one per line;
+    the files and folders each names, and its environment variables, must be there (relative
+    paths are taken from the site file's folder). Exit 2 on any problem."""
     failed = False
     for path in files:
         try:
-            config = load_config(path)
+            config = checked(path)
         except ConfigError as exc:
             print_problems(exc)
             failed = True
@@ -119,8 +133,9 @@ def config_check(
             f"{line.id} {line.belt.decision_window_s:.2f} s" for line in config.lines
         )
         console.print(
-            f"[green]ok[/green] {path}: site {config.site.id}, {len(config.lines)} line(s), "
-            f"{lanes} lane(s); decision windows: {windows}"
+            f"[green]ok[/green] {escape(str(path))}: site {config.site.id}, "
+            f"{len(config.lines)} line(s), {lanes} lane(s); decision windows: {windows}",
+            soft_wrap=True,
         )
     if failed:
         raise typer.Exit(code=2)
@@ -159,9 +174,9 @@ def run(
     except StartupError as exc:
         # a site mistake (a missing model, a port in use), not a crash; traceback at debug
         log.debug("start-up failed", exc_info=exc)
-        errors.print(f"[red]cannot start:[/red] {exc}")
+        errors.print(f"[red]cannot start:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(code=2) from None
-    console.print(_view(config, final))
+    console.print(frame(config, final))
     console.print(f"journal: {config.store.journal_path}")
 
 
@@ -182,13 +197,13 @@ async def _run(
             )
         if not show_live:
             return await services.run(duration, stop)
-        with Live(console=console, refresh_per_second=4, transient=True) as view:
-            return await services.run(
-                duration, stop, report=lambda s: view.update(_view(config, s))
-            )
+        with live_view() as show:
+            return await services.run(duration, stop, report=lambda s: show(frame(config, s)))
 
 
-def _view(config: SiteConfig, snap: SiteView) -> Group:
+def frame(config: SiteConfig, snap: SiteView) -> Group:
+    """The live view's frame, and the summary a run ends with: KPIs, links, alarms, plant,
+    parcels per lane and reason codes (the live view cuts it to the terminal's height)."""
     k = snap.kpis
     target = f"{config.clearance.target_s:g} s"
     head = Table.grid(padding=(0, 2))
@@ -266,6 +281,7 @@ def _pct(value: float | None) -> str:
 # the order of --help: run a site first, then the tools around it (the plugins' come last)
 app.add_typer(config_app, name="config")
 app.add_typer(users_app, name="user")
+app.add_typer(audit_app, name="audit")
 command_cli.register(app)  # hold, lift, inspect, verdict, ack, close: to the running controller
 
 

@@ -52,7 +52,7 @@ from pydantic import BeforeValidator, ValidationError, field_validator
 
 from controller.core.commands import COMMAND, Command
 from controller.core.ports import OperatorCommands
-from controller.core.settings import Strict
+from controller.core.settings import WRITTEN, Strict
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def _octal(value: object) -> object:
 class CommandChannelSettings(Strict):
     """The site file's ``commands`` section."""
 
-    socket: Path = DEFAULT_SOCKET
+    socket: Annotated[Path, WRITTEN] = DEFAULT_SOCKET
     """Where the socket file is made; its directory is created if missing."""
     mode: Annotated[int, BeforeValidator(_octal)] = DEFAULT_MODE
     """The socket file's permissions: owner (service user) and group (operators) only."""

@@ -8,7 +8,9 @@ against is built from the adapter registry (:func:`site_schema`): each adapter s
 kind. An integrator adds an adapter by registering it (:mod:`controller.app.registry`); this
 module never changes for it.
 
-Unknown keys are refused, so a typo fails at load with its path.
+Unknown keys are refused, so a typo fails at load with its path. A relative path is taken
+from the site file's folder (:mod:`controller.app.preflight`, which also checks what the
+paths and environment variables name on this machine).
 """
 
 from __future__ import annotations
@@ -31,14 +33,15 @@ from pydantic import (
 )
 
 from controller.app.command_channel import CommandChannelSettings
+from controller.app.preflight import absolute_paths, with_absolute_paths
 from controller.app.registry import Kind, Registry, default_registry, type_of
 from controller.console.settings import ConsoleSettings
-from controller.core.settings import ConfigError, Line, SiteCore, Strict, validate
+from controller.core.settings import WRITTEN, ConfigError, Line, SiteCore, Strict, validate
 from controller.intake.settings import Intake
 
 
 class Store(Strict):
-    journal_path: Path = Path("var/journal.sqlite")
+    journal_path: Annotated[Path, WRITTEN] = Path("var/journal.sqlite")
     group_commit_ms: float = Field(default=2.0, ge=0, le=1000)
     central_url: str | None = None
     """The central database the journal is forwarded to: PostgreSQL
@@ -56,10 +59,12 @@ class Store(Strict):
             return None
         try:
             parsed = sqlalchemy.make_url(url)
-        except sqlalchemy.exc.ArgumentError:
+        except (sqlalchemy.exc.ArgumentError, ValueError):  # ValueError: a port not a number
             raise ValueError(
                 "not a database URL: expected postgresql+psycopg://user@host:5432/database"
             ) from None
+        if parsed.port is not None and not 1 <= parsed.port <= 65535:
+            raise ValueError(f"port {parsed.port} is not a TCP port (1-65535)")
         backend = parsed.get_backend_name()
         if backend not in ("postgresql", "sqlite"):
             raise ValueError(
@@ -193,7 +198,8 @@ def _subclass(base: type[M], **fields: Any) -> type[M]:
 
 
 def load_config(path: Path, registry: Registry | None = None) -> SiteConfig:
-    """Read and validate a site file; raise :class:`ConfigError` listing every problem."""
+    """Read and validate a site file, its relative paths taken from its folder; raise
+    :class:`ConfigError` listing every problem."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -206,20 +212,29 @@ def load_config(path: Path, registry: Registry | None = None) -> SiteConfig:
         raise ConfigError(str(path), [(where, "-", f"not valid YAML: {exc}")]) from None
     if not isinstance(raw, dict):
         raise ConfigError(str(path), [("(document)", repr(raw)[:60], "must be a mapping")])
-    return parse_config(raw, source=str(path), registry=registry)
+    folder = path.absolute().parent.resolve()
+    return parse_config(raw, source=str(path), registry=registry, folder=folder)
 
 
 def parse_config(
-    raw: dict[str, object], source: str = "<config>", registry: Registry | None = None
+    raw: dict[str, object],
+    source: str = "<config>",
+    registry: Registry | None = None,
+    folder: Path | None = None,
 ) -> SiteConfig:
     """Validate a site document against the registry's schema; then check that every adapter
-    has the sections it needs. Problems carry the path as the file spells it."""
+    has the sections it needs. Problems carry the path as the file spells it. With ``folder``
+    (the site file's), relative paths are taken from it; without, they stay as given."""
     registry = registry or default_registry()
-    config = validate(site_schema(registry), with_default_types(raw, registry), source)
+    schema = site_schema(registry)
+    document = with_default_types(raw, registry)
+    if folder is not None:
+        document = absolute_paths(schema, document, folder)
+    config = validate(schema, document, source)
     problems = missing_sections(config, registry)
     if problems:
         raise ConfigError(source, problems)
-    return config
+    return config if folder is None else with_absolute_paths(config, folder)
 
 
 def with_default_types(raw: dict[str, object], registry: Registry) -> dict[str, object]:

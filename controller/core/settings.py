@@ -9,7 +9,7 @@ at load with its path.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
 
@@ -18,6 +18,18 @@ from controller.core.domain import LaneKind
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Written:
+    def __repr__(self) -> str:
+        return "WRITTEN"
+
+
+WRITTEN: Final = _Written()
+"""Marks a path setting the controller makes and writes (its journal, its socket, a folder it
+files images into): ``Annotated[Path, WRITTEN]``. It need not exist, but must be creatable.
+Every other path setting names something the controller reads, which must exist. Either way a
+relative path in a site file is taken from the site file's folder."""
 
 
 class SiteInfo(Strict):
@@ -65,6 +77,15 @@ class Line(Strict):
     lap_limit: int = Field(default=3, ge=1)
     reply_budget_s: float = Field(default=0.05, ge=0)
     """Time kept back from each deadline for the journal commit and the reply write."""
+    confirm_timeout_s: PositiveFloat | None = None
+    """Seconds a parcel on the belt may go without news from the PLC (its divert
+    confirmation, or its next lap's request) before it closes as lost tracking. Counted only
+    while the PLC link is up and the line runs. Default: two loops of the belt
+    (2 × ``belt.loop_s``, 120 s with the default belt); it must exceed one loop (and the
+    ride to the first divert, if that is longer)."""
+    journal_backlog_max: int = Field(default=1_000_000, ge=1)
+    """Journal entries the line keeps in memory while the journal refuses writes; beyond
+    this, entries are logged in full instead, counted, and an alarm says how many."""
     lanes: list[Lane] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -82,7 +103,27 @@ class Line(Strict):
         for needed in (LaneKind.INSPECTION, LaneKind.EXCEPTION):
             if needed not in kinds:
                 raise ValueError(f"a line needs at least one {needed.value} lane")
+        longest = self._longest_silence_s
+        if self.confirm_timeout_s is not None and self.confirm_timeout_s <= longest:
+            raise ValueError(
+                f"confirm_timeout_s {self.confirm_timeout_s} must exceed one loop of the belt "
+                f"and the ride to the first divert ({longest:g} s): every parcel bound for a "
+                "far lane or recirculating would close as lost tracking"
+            )
         return self
+
+    @property
+    def confirm_timeout(self) -> float:
+        """``confirm_timeout_s``, or its default: twice the longest a parcel normally goes
+        without news from the PLC (one loop of the belt, or the ride to the first divert if
+        that is longer)."""
+        return self.confirm_timeout_s or 2 * self._longest_silence_s
+
+    @property
+    def _longest_silence_s(self) -> float:
+        """The longest a parcel on the belt normally goes without a telegram: a divert point
+        is at most one loop from the scanner, and a recirculating parcel is back within one."""
+        return max(self.belt.loop_s, self.belt.scan_to_divert_m / self.belt.speed_m_s)
 
     def lanes_of(self, kind: LaneKind) -> list[Lane]:
         return [lane for lane in self.lanes if lane.kind == kind]

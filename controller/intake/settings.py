@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, PositiveFloat, model_validator
 
+from controller.core.settings import WRITTEN
+
 _AE_TITLE = r"^[ -~]{1,16}$"
 MiB = 1024 * 1024
 
@@ -35,7 +37,8 @@ class WatchFolderIntake(_Strict):
 
     type: Literal["watch_folder"]
     name: str = "watch_folder"
-    path: Path
+    path: Annotated[Path, WRITTEN]
+    """Made if missing; taken files move on to its ``processing/``, ``done/`` and ``failed/``."""
     patterns: list[str] = Field(
         default_factory=lambda: ["*.png", "*.tif", "*.tiff", "*.npy"], min_length=1
     )
@@ -50,7 +53,7 @@ class DicomFolderIntake(_Strict):
 
     type: Literal["dicom_folder"]
     name: str = "dicom_folder"
-    path: Path
+    path: Annotated[Path, WRITTEN]
     patterns: list[str] = Field(default_factory=lambda: ["*.dcm", "*.dicom"], min_length=1)
     poll_s: PositiveFloat = 0.2
     settle_s: float = Field(default=0.5, ge=0)
@@ -95,11 +98,11 @@ class Intake(_Strict):
     """Where scanner images come from and what happens to the ones no parcel claims."""
 
     sources: list[IntakeSourceSettings] = Field(min_length=1)
-    quarantine: Path = Path("var/quarantine")
+    quarantine: Annotated[Path, WRITTEN] = Path("var/quarantine")
     hold_s: PositiveFloat = 30.0
     """How long an image waits for its parcel before it is quarantined."""
     max_held: int = Field(default=10_000, ge=1)
-    threat_reports: Path | None = None
+    threat_reports: Annotated[Path | None, WRITTEN] = None
     """Folder for DICOS threat detection reports on DICOM input; None writes none."""
     limits: ImageLimits = ImageLimits()
     """Applied by every source that decodes files or datasets (not to in-process arrays)."""

@@ -37,7 +37,7 @@ def _xray_config(tmp: Path) -> dict[str, Any]:
         tmp,
         speed=1.0,
         policy=xray["policy"],
-        xray={**xray["xray"], "model": str(ROOT / xray["xray"]["model"])},
+        xray={**xray["xray"], "model": str(ROOT / "config" / xray["xray"]["model"])},
         intake={**xray["intake"], "quarantine": str(tmp / "quarantine")},
     )
     raw["plant"]["scanner_images"] = 2  # rendered at start: few, to start fast
