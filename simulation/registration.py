@@ -1,5 +1,6 @@
 """The digital twin as adapters: the ``plant`` section, the in-process sorter it plays, its
-X-ray detector and review room, and the ``simulate``/``sweep``/``replay`` commands.
+X-ray detector and review room, the fault drills' scripted detector, and the
+``simulate``/``sweep``/``replay``/``drill`` commands.
 
 Named by the entry point ``twin`` of the group ``cargogate.adapters``: the controller reaches
 the twin only through this registration. Plain data over the settings models (format:
@@ -8,6 +9,7 @@ the twin only through this registration. Plain data over the settings models (fo
 
 from __future__ import annotations
 
+from simulation.drills.xray import DrillXray
 from simulation.settings import InProcessSorterSettings, PlantReview, PlantXray, TwinPlant
 
 _FACTORY = "simulation.site_plant"
@@ -35,10 +37,17 @@ ADAPTERS = [
         "factory": f"{_FACTORY}:plant_review",
         "needs": _NEEDS_PLANT,
     },
+    {
+        "kind": "xray",
+        "type": "drill",
+        "settings": DrillXray,
+        "factory": "simulation.drills.xray:drill_xray",
+    },
 ]
 
 COMMANDS = [
     {"name": "simulate", "target": "simulation.cli:simulate"},
     {"name": "sweep", "target": "simulation.cli:sweep"},
     {"name": "replay", "target": "simulation.cli:replay"},
+    {"name": "drill", "target": "simulation.drills.cli:drill"},
 ]

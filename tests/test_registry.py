@@ -98,7 +98,7 @@ def demo_raw(tmp_path: Path) -> dict[str, object]:
 def test_our_plugins_load_through_their_entry_points() -> None:
     registry = default_registry()
     assert {a.type for a in registry.adapters(Kind.SORTER)} == {"inprocess", "modbus", "opcua"}
-    assert {a.type for a in registry.adapters(Kind.XRAY)} == {"none", "onnx", "plant"}
+    assert {a.type for a in registry.adapters(Kind.XRAY)} == {"none", "onnx", "plant", "drill"}
     assert {a.type for a in registry.adapters(Kind.PLANT)} == {"twin"}
     assert {a.type for a in registry.adapters(Kind.RISK_FEED)} == {"file", "http"}
     assert {a.type for a in registry.adapters(Kind.REVIEW)} == {"none", "plant", "station"}
@@ -111,7 +111,7 @@ def test_our_plugins_load_through_their_entry_points() -> None:
         "twin",
     ]
     names = {c.name for c in registry.commands()}
-    assert names == {"model", "intake", "plc-emulator", "simulate", "sweep", "replay"}
+    assert names == {"model", "intake", "plc-emulator", "simulate", "sweep", "replay", "drill"}
     assert any("entry point 'twin'" in p for p in registry.plugins)
 
 
