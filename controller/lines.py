@@ -376,12 +376,18 @@ class LineController:
 
     async def _ticks(self) -> None:
         """Tell the tracker that time passes, every :attr:`TICK_S`, traffic or not; the time
-        the line stands still (link not up, not running) does not count against parcels."""
+        the line stands still (link not up, not running) does not count against parcels, nor
+        does a journal outage (no telegram is acknowledged then, so the PLC's confirmations
+        wait in its mailbox)."""
         while True:
             await self.clock.sleep_until(self.clock.now() + self.TICK_S)
             try:
                 health = self.sorter.health()
-                running = health.link is LinkState.UP and health.line_state in RUNNING_STATES
+                running = (
+                    health.link is LinkState.UP
+                    and health.line_state in RUNNING_STATES
+                    and not self._outage
+                )
                 self.carry_out(self.tracker.tick(self.clock.now(), running))
             except Exception:  # a bug here must not stop the watch for good
                 log.exception("line %s: tick failed", self.line.id)

@@ -38,6 +38,7 @@ from controller.core.domain import (
     XrayStatus,
 )
 from controller.core.lifecycle import Parcel, ParcelState
+from controller.core.reasons import Reason
 from controller.lines import Controller, LineController
 from controller.recovery import recover
 from controller.store.journal import SqliteJournal
@@ -278,3 +279,39 @@ async def test_an_entry_the_journal_cannot_store_holds_up_nothing_behind_it(
     logged = [r.getMessage() for r in caplog.records if "entry not journalled" in r.getMessage()]
     assert len(logged) == 1
     assert '"tracking_id": 2' in logged[0]
+
+
+async def test_a_journal_outage_does_not_count_against_parcels_waiting_for_the_plc(
+    tmp_path: Path,
+) -> None:
+    """While the journal refuses writes no telegram is acknowledged, so the PLC's mailbox
+    fills and its confirmations wait: that silence is not lost tracking."""
+    path = tmp_path / "journal.sqlite"
+    belt = {"speed_m_s": 2.0, "scan_to_divert_m": 12, "plc_margin_s": 0.5, "loop_s": 6.5}
+    config = site()
+    quick = config.lines[0].model_copy(
+        update={"confirm_timeout_s": 7.0, "belt": config.lines[0].belt.model_copy(update=belt)}
+    )
+    config = config.model_copy(update={"lines": [quick]})
+    with disk(path) as disk_full:
+        async with running(path, config) as line:
+            disk_full(True)
+            scanned = 0
+            while "L1/journal" not in line.alarms.active:  # until the journal refuses
+                scanned += 1
+                line.sorter.request(scanned, f"H{scanned}", line.clock.now())
+                await line.opened(scanned)
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(quick.confirm_timeout + 2 * LineController.TICK_S)
+            assert "L1/journal" in line.alarms.active
+            # still waiting for their confirmations, none closed as lost tracking
+            assert all(t in line.line.tracker.on_belt for t in range(1, scanned + 1))
+            assert "L1/lost-tracking" not in line.alarms.active
+            disk_full(False)
+            for t in range(1, scanned + 1):
+                line.sorter.confirm(t, EXCEPTION_LANE, DivertStatus.DEFAULTED)
+            await until(lambda: not line.line.tracker.on_belt)
+    timed_out = [
+        r for r in rows_of(path) if int(Reason.CONFIRMATION_TIMEOUT) in (r["reasons"] or [])
+    ]
+    assert timed_out == []
