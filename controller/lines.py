@@ -185,7 +185,7 @@ class LineController:
             nonlocal barrier_due, retry, retry_s
             if done.cancelled() or done.result():  # not durable (yet): try again later
                 if not stopped:
-                    retry_s = min(2 * retry_s, 2.0) if retry_s else 0.05
+                    retry_s = min(2 * retry_s, self.RETRY_MAX_S) if retry_s else self.RETRY_FIRST_S
                     retry = asyncio.create_task(again(retry_s))
                 return
             retry_s = 0.0

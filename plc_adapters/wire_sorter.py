@@ -88,16 +88,14 @@ _RECHECK_S = 0.05
 """How long after a suspicious read of a counter this side owns it is read again: a value
 this side never wrote is a cold start only if it is still there (not a stale copy)."""
 
-_EPOCHS_KEPT = 100_000
-"""Tracking ids whose last request (PLC run and sequence number) is remembered, to drop a reply
-decided for a parcel requested before a PLC restart, or before its next lap's request."""
-
 _Request = tuple[int, int, float]
 """A tracking id's last request: the PLC run (epoch), its sequence number, when it came."""
 
 _REQUESTS_KEPT_S = 600.0
-"""How long (controller clock) a request is remembered: far beyond any decision window and lap,
-so no reply outlives it, while memory stays flat (a line at 20,000 parcels/h keeps ~3,300)."""
+"""How long (controller clock) a tracking id's last request (PLC run and sequence number) is
+remembered, to drop a reply decided for a parcel requested before a PLC restart or before its
+next lap's request: far beyond any decision window and lap, so no reply outlives it, while
+memory stays flat (a line at 20,000 parcels/h keeps ~3,300)."""
 
 
 class PlcOwnedError(LinkRejectedError):
@@ -821,7 +819,7 @@ class WireSorter:
             requests[telegram.tracking_id] = (self._epoch, telegram.seq, received)
             requests.move_to_end(telegram.tracking_id)
             forget_before = received - _REQUESTS_KEPT_S
-            while len(requests) > _EPOCHS_KEPT or next(iter(requests.values()))[2] < forget_before:
+            while next(iter(requests.values()))[2] < forget_before:
                 requests.popitem(last=False)
         return telegram
 
