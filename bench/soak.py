@@ -352,11 +352,14 @@ class Soak:
 # --- figures ---------------------------------------------------------------------------------
 
 
-def fit(samples: list[Sample], warmup_h: float, end_h: float) -> statistics.LinearRegression:
-    """Least-squares line of RSS (MB) over simulated hours, warm-up excluded; raises
-    ``statistics.StatisticsError`` with fewer than two samples in the window."""
+def fit(samples: list[Sample], warmup_h: float, end_h: float) -> statistics.LinearRegression | None:
+    """Least-squares line of RSS (MB) over simulated hours, warm-up excluded; None with fewer
+    than two samples in the window (a short run)."""
     kept = [s for s in samples if warmup_h <= s.sim_h <= end_h]
-    return statistics.linear_regression([s.sim_h for s in kept], [s.rss_mb for s in kept])
+    try:
+        return statistics.linear_regression([s.sim_h for s in kept], [s.rss_mb for s in kept])
+    except statistics.StatisticsError:
+        return None
 
 
 def short_series(samples: list[Sample], points: int = 20) -> list[list[float]]:
@@ -367,14 +370,16 @@ def short_series(samples: list[Sample], points: int = 20) -> list[list[float]]:
     return [[round(s.sim_h, 3), round(s.rss_mb, 1)] for s in picked]
 
 
-def report(args: argparse.Namespace, carried: Carried, checked: dict[str, Any]) -> dict[str, Any]:
+def report(
+    args: argparse.Namespace,
+    carried: Carried,
+    checked: dict[str, Any],
+    line: statistics.LinearRegression | None,
+) -> dict[str, Any]:
     """The JSON object: the issue's fields first, then what explains them."""
     samples, end_h = carried.samples, carried.induction_h
     warmup_h = args.warmup * end_h
-    try:
-        slope: float | None = round(fit(samples, warmup_h, end_h).slope, 2)
-    except statistics.StatisticsError:
-        slope = None
+    slope = None if line is None else round(line.slope, 2)
     lines = protocols(args.lines, args.protocol)
     counts = {k: v for k, v in checked.items() if k not in ("lost", "doubled", "mismatched")}
     return {
@@ -447,8 +452,13 @@ def growth(folder: Path, parcels: list[int], top: int = 12) -> dict[str, Any]:
     }
 
 
-def plot(samples: list[Sample], result: dict[str, Any], out: Path) -> None:
-    """RSS over simulated hours, the warm-up shaded, the fitted line dashed."""
+def plot(
+    samples: list[Sample],
+    result: dict[str, Any],
+    line: statistics.LinearRegression | None,
+    out: Path,
+) -> None:
+    """RSS over simulated hours, the warm-up shaded, the fitted line (the one reported) dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -459,8 +469,7 @@ def plot(samples: list[Sample], result: dict[str, Any], out: Path) -> None:
     ax.plot([s.sim_h for s in samples], [s.rss_mb for s in samples], lw=1.2, label="RSS")
     ax.axvspan(0, warmup_h, color="0.9", label="warm-up")
     ax.axvline(end_h, color="0.6", lw=0.8, ls=":", label="last parcel inducted")
-    if result["rss_slope_mb_per_h"] is not None:
-        line = fit(samples, warmup_h, end_h)
+    if line is not None:
         xs = [warmup_h, end_h]
         ys = [line.intercept + line.slope * x for x in xs]
         ax.plot(xs, ys, "--", label=f"fit: {line.slope:+.2f} MB per simulated hour")
@@ -478,14 +487,19 @@ def plot(samples: list[Sample], result: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(out: Path, samples: list[Sample], result: dict[str, Any]) -> None:
+def write_outputs(
+    out: Path,
+    samples: list[Sample],
+    result: dict[str, Any],
+    line: statistics.LinearRegression | None,
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = ["wall_s,sim_h,rss_mb,inducted,finished"]
     rows += [
         f"{s.wall_s:.2f},{s.sim_h:.4f},{s.rss_mb:.2f},{s.inducted},{s.finished}" for s in samples
     ]
     (out / "rss.csv").write_text("\n".join(rows) + "\n")
-    plot(samples, result, out / "rss.png")
+    plot(samples, result, line, out / "rss.png")
     (out / "soak.json").write_text(json.dumps(result, indent=1) + "\n")
 
 
@@ -512,9 +526,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"working folder kept: {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
-    result = report(args, carried, checked)
+    line = fit(carried.samples, args.warmup * carried.induction_h, carried.induction_h)
+    result = report(args, carried, checked, line)
     result["wall_s"] = round(time.perf_counter() - began, 1)
-    write_outputs(out, carried.samples, result)
+    write_outputs(out, carried.samples, result, line)
     return result
 
 

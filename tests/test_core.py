@@ -270,6 +270,47 @@ async def test_missed_divert_recirculates_and_the_lap_limit_sends_to_exception()
         ]  # fmt: skip
 
 
+async def test_a_no_read_read_on_its_next_lap_is_decided_and_inspected_by_its_hawb() -> None:
+    """A parcel the scanner missed on one lap and read on the next takes its HAWB: its risk
+    result decides it and an officer closes it by that HAWB. A parcel read on one lap and
+    missed on the next keeps its HAWB (the PLC tracks it by id). Before, the first kept no
+    HAWB: its decision saw no risk result and the officer's inspection was refused, leaving
+    it open for good; the second went to exception as a no-read."""
+    async with plant() as p:
+        for hawb in ("R1", "R2"):
+            p.risk.results[hawb] = RiskResult(hawb, RiskChannel.RED, 0.9, "books")
+        p.scan(5, "")
+        p.scan(6, "R2")
+        await p.clock.advance(WINDOW)
+        p.sorter.confirm(5, 9, DivertStatus.MISSED)
+        p.sorter.confirm(6, 2, DivertStatus.LANE_FULL)
+        await p.clock.advance(60)
+        p.scan(5, "R1")
+        p.scan(6, "")  # not read this lap: still R2
+        await p.clock.advance(WINDOW)
+        replies = [(r.tracking_id, r.lane, r.reason) for _, r in p.replies]
+        assert replies == [
+            (5, 9, Reason.NO_READ),
+            (6, 2, Reason.RISK_RED),
+            (5, 2, Reason.RISK_RED),
+            (6, 3, Reason.RISK_RED),
+        ]
+        p.sorter.confirm(5, 2, DivertStatus.DIVERTED)
+        p.sorter.confirm(6, 3, DivertStatus.DIVERTED)
+        await p.clock.advance(1)
+        for hawb in ("R1", "R2"):
+            done = RecordInspection(user="officer1", hawb=hawb, outcome=InspectionOutcome.CLEARED)
+            assert (await p.controller.execute(done)).accepted
+        await p.clock.advance(1)
+        for tid in (5, 6):
+            assert p.journal.for_parcel(tid)[-1].state_to == "cleared_after_inspection"
+        scans = [
+            e.data.get("read_on_lap") for e in p.journal.for_parcel(5) if e.state_to == "scanned"
+        ]
+        assert scans == [None, 1]
+        assert p.controller.open_parcels() == 0
+
+
 async def test_lane_full_recirculates_and_full_lanes_are_avoided() -> None:
     async with plant() as p:
         p.risk.results["R1"] = RiskResult("R1", RiskChannel.RED, 0.9, "books")

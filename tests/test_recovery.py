@@ -153,6 +153,22 @@ async def test_open_parcels_come_back_in_their_last_state(tmp_path: Path, one_by
     assert result.beyond_horizon == 0
 
 
+@pytest.mark.parametrize("one_by_one", [False, True], ids=["one-batch", "one-commit-each"])
+async def test_a_no_read_read_on_a_later_lap_comes_back_with_its_hawb(
+    tmp_path: Path, one_by_one: bool
+) -> None:
+    """Its officer closes it by that HAWB after a restart (the open-parcel row is updated)."""
+    script = (
+        Script()
+        .scan("L1", 4, "")
+        .move("L1", 4, "", SCANNED, DECIDED, RECIRCULATING, kind=EntryKind.TRANSITION)
+        .move("L1", 4, "H4", RECIRCULATING, SCANNED, DECIDED, IN_INSPECTION)
+    )
+    path = tmp_path / "journal.sqlite"
+    await write(path, script.entries, one_by_one)
+    assert states(recovered(path)) == {("L1", 4, "H4"): (IN_INSPECTION, 1)}
+
+
 async def test_illegal_transitions_alarms_and_refused_commands_move_nothing(tmp_path: Path) -> None:
     refused = {"command": "close", "user": "op1", "reason": "off belt", "accepted": False}
     script = (

@@ -331,7 +331,7 @@ class LineTracker:
         if request.fault:
             decision = Decision(_TO_EXCEPTION, (Reason.MALFORMED_TELEGRAM,), version)
             return self._decide(pending, decision, {"fault": request.fault}, now, entries)
-        if not request.barcode:
+        if not parcel.hawb:  # never read, on this lap or an earlier one
             decision = Decision(_TO_EXCEPTION, (Reason.NO_READ,), version)
             return self._decide(pending, decision, {"no_read": True}, now, entries)
         if parcel.laps >= self._lap_limit:
@@ -362,8 +362,11 @@ class LineTracker:
         self._watch(parcel, now)
         parcel.laps += 1
         parcel.stamps[_SCANNED] = now
-        data = {"seq": request.seq, "scan_time": request.scan_time, "lap": parcel.laps}
-        return parcel, (self._entry(_TRANSITION, parcel, now, previous, _SCANNED, data=data),)
+        lap = {"seq": request.seq, "scan_time": request.scan_time, "lap": parcel.laps}
+        if request.barcode and not parcel.hawb:  # a no-read, read this lap: it has a HAWB now
+            parcel.hawb = request.barcode
+            lap["read_on_lap"] = parcel.laps
+        return parcel, (self._entry(_TRANSITION, parcel, now, previous, _SCANNED, data=lap),)
 
     # --- evidence, review and decision ---------------------------------------------------
 

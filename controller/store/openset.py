@@ -210,6 +210,7 @@ class OpenSet:
             return  # opened before the journal began, or already closed
         if state is _SCANNED:
             parcel.laps += 1  # came round again after recirculating
+            parcel.hawb = parcel.hawb or row.hawb  # a no-read read on this lap
         parcel.state = state
         parcel.updated_seq = row.seq
         if state.terminal:
@@ -339,6 +340,7 @@ _UPDATE_PARCEL = (
     sa.update(open_parcels_table)
     .where(_P.site == sa.bindparam("k_site"), _P.opened_seq == sa.bindparam("k_seq"))
     .values(state=sa.bindparam("v_state"), laps=sa.bindparam("v_laps"))
+    .values(hawb=sa.bindparam("v_hawb"))
     .values(updated_seq=sa.bindparam("v_updated"))
 )
 _DELETE_HOLD = sa.delete(active_holds_table).where(
@@ -347,12 +349,14 @@ _DELETE_HOLD = sa.delete(active_holds_table).where(
 
 
 def _moved_row(site: str, parcel: OpenParcel) -> dict[str, Any]:
-    """Parameters of :data:`_UPDATE_PARCEL`: only state, laps and the last row change."""
+    """Parameters of :data:`_UPDATE_PARCEL`: state, laps, the last row and the HAWB (a
+    no-read parcel may be read on a later lap) change."""
     return {
         "k_site": site,
         "k_seq": parcel.opened_seq,
         "v_state": parcel.state.value,
         "v_laps": parcel.laps,
+        "v_hawb": parcel.hawb,
         "v_updated": parcel.updated_seq,
     }
 
