@@ -80,6 +80,7 @@ from typing import Any
 
 from soak_check import verify
 from soak_floor import (
+    FLIGHT,
     FLIGHTS_AHEAD,
     NAMESPACE,
     PER_LINE_H,
@@ -96,9 +97,15 @@ RSS_SLOPE_TARGET_MB_PER_H = 5.0
 
 
 def site_document(
-    work: Path, endpoints: Mapping[str, str], speed: float, snapshots: Path | None = None
+    work: Path,
+    endpoints: Mapping[str, str],
+    args: argparse.Namespace,
+    snapshots: Path | None = None,
 ) -> dict[str, Any]:
-    """The controller's site file (JSON is YAML) for the floor's ``endpoints``."""
+    """The controller's site file (JSON is YAML) for the floor's ``endpoints``. The risk
+    book's bound is sized to the traffic (the site's default holds a day of results), so
+    that the fitted slope shows what leaks, not the manifests a site keeps by design."""
+    speed = args.speed
     staleness = min(1.0, 0.02 * speed)  # the PLC's tick may be a scan old: 20 ms of wall
     link = {"plc_clock_staleness_s": staleness}
     lines = []
@@ -121,6 +128,7 @@ def site_document(
         "commands": {"socket": str(work / "cmd.sock")},
         "console": {"host": "127.0.0.1", "port": 0},
         "risk_feeds": [{"type": "file", "path": str(work / "manifests"), "poll_s": 1.0}],
+        "risk_book": {"max_results": args.risk_book},
         "xray": {"type": "soak_scanner"},
         "review": {"type": "none"},
         "plant": rig,
@@ -226,7 +234,7 @@ class Soak:
         if snapshots is not None:
             snapshots.mkdir()
         site = self.work / "site.yaml"
-        document = site_document(self.work, endpoints, self.args.speed, snapshots)
+        document = site_document(self.work, endpoints, self.args, snapshots)
         site.write_text(json.dumps(document, indent=1))
         cargogate = Path(sys.executable).with_name("cargogate")
         with self.log.open("wb") as log:
@@ -399,6 +407,7 @@ def report(
         "mismatched": checked["mismatched"],
         "rss_mb_peak": round(max(s.rss_mb for s in samples), 1),
         "rss_slope_target_mb_per_h": RSS_SLOPE_TARGET_MB_PER_H,
+        "risk_book_max_results": args.risk_book,
         "warmup_sim_h": round(warmup_h, 3),
         "induction_wall_s": round(carried.induction_wall_s, 1),
         "traffic_wall_s": round(carried.traffic_wall_s, 1),
@@ -563,6 +572,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--warmup", type=float, default=0.1, help="share of simulated time left out of the fit"
     )
     parser.add_argument("--sample-s", type=float, default=2.0, help="wall s between samples")
+    parser.add_argument(
+        "--risk-book",
+        type=int,
+        default=100_000,
+        help="the controller's risk_book.max_results (the manifests run two flights of "
+        f"{FLIGHT:,} parcels ahead)",
+    )
     parser.add_argument("--out", default="reports/soak", help="folder for the JSON and plot")
     parser.add_argument(
         "--keep", action="store_true", help="keep the working folder (journal, site, ledger)"
@@ -575,6 +591,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.parcels < 1 or args.lines < 1 or args.speed <= 0 or not 0 <= args.warmup < 1:
         parser.error("--parcels and --lines must be at least 1, --speed > 0, 0 <= --warmup < 1")
+    if args.risk_book < (FLIGHTS_AHEAD + 1) * FLIGHT:
+        parser.error(
+            f"--risk-book {args.risk_book} cannot hold the manifests in flight "
+            f"(at least {(FLIGHTS_AHEAD + 1) * FLIGHT:,})"
+        )
     return args
 
 

@@ -95,6 +95,7 @@ def site_view(
         site="FRA-1",
         controller=ControllerView(clock_s=1000.0, kpis=kpis, lines=lines, holds=2, open_parcels=7),
         risk_results=1234,
+        risk_results_evicted=56,
         journal_rows=560,
         journal_commits=31,
         forwarder=forwarder,
@@ -273,6 +274,7 @@ def test_services_forwarder_and_xray_when_present() -> None:
     )
     _, fam = scrape(lambda: view)
     assert value(fam, "cargogate_risk_results") == 1234.0
+    assert value(fam, "cargogate_risk_results_evicted") == 56.0
     assert value(fam, "cargogate_journal_rows") == 560.0
     assert value(fam, "cargogate_journal_commits") == 31.0
     assert value(fam, "cargogate_forwarder_connected") == 0.0

@@ -131,6 +131,20 @@ def test_shipped_configs_are_valid() -> None:
         load_config(path)
 
 
+def test_the_risk_book_holds_at_most_what_the_site_sets(tmp_path: Path) -> None:
+    """The book is bounded by ``risk_book.max_results`` (default ~a day at 80,000/h); a bound
+    below one is refused by name before anything starts."""
+    config = demo_config(tmp_path)
+    assert Services(config).book.max_entries == 2_000_000
+    raw = config.model_dump(mode="json", exclude_unset=True)
+    raw["risk_book"] = {"max_results": 1000}
+    assert Services(parse_config(raw)).book.max_entries == 1000
+    raw["risk_book"] = {"max_results": 0}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw)
+    assert caught.value.problems[0][:2] == ("risk_book.max_results", "0")
+
+
 async def test_a_restart_takes_back_every_open_parcel(tmp_path: Path) -> None:
     config = demo_config(
         tmp_path,

@@ -48,6 +48,7 @@ def busy_site() -> tuple[SiteConfig, SiteView]:
         site="DEMO-HUB",
         controller=ControllerView(3600.0, kpis, (), holds=0, open_parcels=40),
         risk_results=10_000,
+        risk_results_evicted=0,
         journal_rows=40_000,
         journal_commits=30_000,
         forwarder=None,

@@ -185,7 +185,7 @@ def build_plant(config: SiteConfig, registry: Registry, book: RiskBook) -> Plant
 
 def assemble(config: SiteConfig, registry: Registry) -> Parts:
     """Build every part of ``config`` in dependency order (see the module docstring)."""
-    book = RiskBook()
+    book = RiskBook(config.risk_book.max_results)
     plant = build_plant(config, registry, book)  # first: it may render images for seconds
     clock = plant.clock
     journal = SqliteJournal(config.store.journal_path, config.site.id, config.store.group_commit_ms)

@@ -328,6 +328,7 @@ class Services:
             site=self.config.site.id,
             controller=self.controller.view(),
             risk_results=len(self.book),
+            risk_results_evicted=self.book.evicted,
             journal_rows=self.journal.rows_written,
             journal_commits=self.journal.commits,
             forwarder=self.forwarder.status if self.forwarder else None,

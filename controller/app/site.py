@@ -98,6 +98,14 @@ class SiteLine(Line, _StaticOnly):
     """A registered ``sorter`` adapter's settings (default: the registry's default type)."""
 
 
+class RiskBookSettings(Strict):
+    max_results: int = Field(default=2_000_000, ge=1)
+    """Risk results held at most (about 50 bytes each: 2,000,000 is ~100 MB, a day at
+    80,000 parcels/h). Past it the results loaded longest ago go first; a parcel whose result
+    went looks up none and is inspected (fail secure), so keep it well above the parcels
+    expected between a manifest's loading and the scan of its last parcel."""
+
+
 class SiteConfig(SiteCore, _StaticOnly):
     """A validated site file. Adapter slots hold the registered settings models."""
 
@@ -108,6 +116,8 @@ class SiteConfig(SiteCore, _StaticOnly):
     console: ConsoleSettings = ConsoleSettings()
     """The web console and HTTP API (on by default)."""
     risk_feeds: list[BaseModel] = Field(default_factory=list)
+    risk_book: RiskBookSettings = RiskBookSettings()
+    """Where the feeds' results are held, and how many at most."""
     xray: BaseModel
     intake: Intake | None = None
     review: BaseModel

@@ -391,6 +391,15 @@ def _service_families(site: str, view: SiteView) -> Iterator[Metric]:
         view.risk_results,
     )
     yield _single(
+        _counter(
+            "risk_results_evicted",
+            "Risk results let go at the risk book's bound (risk_book.max_results), oldest "
+            "loaded first; a parcel whose result went is inspected.",
+        ),
+        site,
+        view.risk_results_evicted,
+    )
+    yield _single(
         _counter("journal_rows", "Rows written to the local audit journal."),
         site,
         view.journal_rows,

@@ -185,6 +185,8 @@ class SiteView:
     site: str
     controller: ControllerView
     risk_results: int
+    risk_results_evicted: int
+    """Results the risk book's bound let go (their parcels, if still to come, are inspected)."""
     journal_rows: int
     journal_commits: int
     forwarder: ForwarderView | None
