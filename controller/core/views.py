@@ -88,6 +88,9 @@ class SorterHealth:
     """The PLC's PackML state name; "" when the PLC does not report one."""
     heartbeat_age_s: float | None = None
     """Seconds since the PLC's heartbeat last moved; None without a heartbeat."""
+    mailbox_full: bool = False
+    """The PLC says its telegram mailbox is full: news about parcels waits in its backlog
+    (the controller is behind), so no parcel counts as silent meanwhile."""
 
 
 @dataclass(frozen=True, slots=True)
