@@ -15,13 +15,18 @@ doubling to 2 s) until it takes them, followed by everything recorded meanwhile;
 waits for durability (a decision, a command) hears at once that it failed, so the PLC's
 default lane stands and nothing waits on the outage. The alarm ``<line>/journal`` is raised
 at the first failure and cleared once the backlog is written, its own rows going through the
-same backlog. The backlog holds at most the line's ``journal_backlog_max`` entries; beyond
-that, entries are logged in full (at INFO, which is never rate-limited) instead of
-journalled, counted, and ``<line>/journal-overflow`` says how many.
+same backlog. The backlog holds at most the line's ``journal_backlog_max`` entries. A
+telegram's entries are never left out: at the cap the line takes no further telegram until
+the journal has taken some of the backlog (the PLC's mailbox holds them meanwhile), so an
+acknowledgement to the PLC means "journalled" (save an entry the journal can never store,
+which is logged in full instead and its telegram acknowledged). Other entries beyond the cap (a late
+decision, a deadline miss) are logged in full (at INFO, which is never rate-limited) instead
+of journalled, counted, and ``<line>/journal-overflow`` says how many.
 
 :class:`Controller` runs every line of a site and implements
 :class:`controller.core.ports.OperatorCommands`: each command is checked against the
-lifecycle, journalled durably with who and why (refused ones too), and only then applied.
+lifecycle, journalled durably with who and why (refused ones too), and only then applied;
+a command the journal cannot take is refused and journalled as refused, once.
 """
 
 from __future__ import annotations
@@ -86,6 +91,32 @@ Queued = tuple[tuple[JournalEntry, ...], asyncio.Future[str]]
 """Entries waiting in a line's journal backlog, and the future that says how they fared."""
 
 
+class _Handled:
+    """The telegrams a line has handled and not yet acknowledged, in the order they came,
+    numbered, and a flag that news is waiting for the acknowledging task."""
+
+    def __init__(self) -> None:
+        self.waiting: deque[tuple[int, Telegram]] = deque()
+        self.count = 0  # telegrams handled so far: a barrier covers those numbered below it
+        self.news = asyncio.Event()
+
+    def add(self, telegram: Telegram) -> None:
+        self.waiting.append((self.count, telegram))
+        self.count += 1
+        self.news.set()
+
+    def covered(self, count: int) -> list[tuple[int, Telegram]]:
+        """Take the telegrams handled before the first ``count`` off the waiting list."""
+        taken: list[tuple[int, Telegram]] = []
+        while self.waiting and self.waiting[0][0] < count:
+            taken.append(self.waiting.popleft())
+        return taken
+
+    def keep(self, telegrams: list[tuple[int, Telegram]]) -> None:
+        """Put ``telegrams`` (taken by :meth:`covered`) back at the head, in order."""
+        self.waiting.extendleft(reversed(telegrams))
+
+
 class AlarmBoard(Protocol):
     """The active alarms, keyed by source, which an operator may acknowledge; a line raises
     its own alarms on it and journals their rows through its own backlog."""
@@ -147,8 +178,11 @@ class LineController:
         self._backlog_entries = 0
         self._backlog_max = line.journal_backlog_max
         self._flusher: asyncio.Task[None] | None = None
+        self._in_flight = 0  # records at the head of the backlog in a journal write under way
         self._outage = ""  # why the journal refuses the line's writes; "" while it takes them
         self._unjournalled = 0  # entries logged instead, since the backlog was last written
+        self._paused = False  # no telegram is taken: the backlog is at its cap
+        self._room = asyncio.Event()  # set when the backlog falls under its cap
         self._ticker: asyncio.Task[None] | None = None
 
     # --- telegram loop -------------------------------------------------------------------
@@ -156,66 +190,109 @@ class LineController:
     async def run(self) -> None:
         """Serve the sorter until its telegram stream ends or this task is cancelled.
 
-        A telegram is acknowledged to the sorter only once the entries the tracker recorded
-        for it are durable: one barrier (``record(())``) is placed after the telegrams of a
-        loop turn, so one commit serves them all, and resolves once everything before it is
-        written. While the journal refuses writes the barrier fails, and a new one is placed
-        with capped backoff until one holds; what is not acknowledged when the controller
-        stops is offered again at its next start (the tracker skips what was journalled).
+        Each telegram is handled at once and acknowledged to the sorter once the entries
+        the tracker recorded for it are journalled (:meth:`_acknowledge`). Those entries are
+        never left out of the journal: while the backlog is at its cap the next telegram
+        waits until the journal has taken some of it, and the PLC's mailbox holds the rest.
         """
-        loop = asyncio.get_running_loop()
-        waiting: deque[tuple[int, Telegram]] = deque()  # handled, not yet acknowledged
-        handled = 0  # telegrams handled so far: a barrier covers those counted before it
-        barrier_due = False  # a barrier is placed, or about to be: the next waits for it
-        retry: asyncio.Task[None] | None = None
-        retry_s = 0.0  # the wait before the next barrier while the journal refuses writes
-        stopped = False
-
-        def place() -> None:
-            # A loop turn after the telegrams were handled. Decisions settled at once (no-read,
-            # malformed, lap limit) record their entries from a task whose first step runs in
-            # this turn, after this callback: the barrier goes in on the next turn, after them
-            # (callbacks run in the order they were scheduled), and covers what was handled.
-            loop.call_soon(barrier, handled)
-
-        def barrier(covered: int) -> None:
-            self.record(()).add_done_callback(lambda done: settled(done, covered))
-
-        def settled(done: asyncio.Future[str], covered: int) -> None:
-            nonlocal barrier_due, retry, retry_s
-            if done.cancelled() or done.result():  # not durable (yet): try again later
-                if not stopped:
-                    retry_s = min(2 * retry_s, self.RETRY_MAX_S) if retry_s else self.RETRY_FIRST_S
-                    retry = asyncio.create_task(again(retry_s))
-                return
-            retry_s = 0.0
-            while waiting and waiting[0][0] < covered:
-                self.sorter.acknowledge(waiting.popleft()[1])
-            barrier_due = bool(waiting)
-            if barrier_due:
-                loop.call_soon(place)
-
-        async def again(delay_s: float) -> None:
-            await self.clock.sleep_until(self.clock.now() + delay_s)
-            place()
-
+        handled = _Handled()
+        acknowledging = asyncio.create_task(self._acknowledge(handled))
+        acknowledging.add_done_callback(self._acknowledging_ended)
         try:
             async for telegram in self.sorter.telegrams():
+                if self._backlog_entries >= self._backlog_max:
+                    await self._backlog_room()
                 now = self.clock.now()
                 if isinstance(telegram, DestinationRequest):
-                    self.carry_out(self.tracker.request(telegram, now))
+                    effects = self.tracker.request(telegram, now)
                 else:
-                    self.carry_out(self.tracker.confirm(telegram, now))
-                waiting.append((handled, telegram))
-                handled += 1
-                if not barrier_due:
-                    barrier_due = True
-                    loop.call_soon(place)
+                    effects = self.tracker.confirm(telegram, now)
+                self.carry_out(effects, for_telegram=True)
+                handled.add(telegram)
         finally:
-            await self.drain()  # barriers that resolve meanwhile still acknowledge
-            stopped = True
-            if retry is not None:
-                retry.cancel()
+            try:
+                await self.drain()  # barriers that resolve meanwhile still acknowledge
+            finally:
+                acknowledging.cancel()
+
+    def _acknowledging_ended(self, task: asyncio.Task[None]) -> None:
+        """The acknowledgement task ends only when cancelled; anything else is a bug that
+        stops acknowledgements (the PLC's mailbox then fills): say so at once."""
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("line %s: acknowledgements stopped: %r", self.line.id, exc, exc_info=exc)
+
+    async def _acknowledge(self, handled: _Handled) -> None:
+        """Acknowledge handled telegrams to the sorter once their entries are durable.
+
+        One barrier (``record(())``) goes in after the telegrams handled so far, so one
+        commit serves them all, and resolves once everything before it is written. While
+        the journal refuses writes the barrier fails, and a new one is placed with capped
+        backoff until one holds; what is not acknowledged when the controller stops is
+        offered again at its next start (the tracker skips what was journalled). An adapter
+        that raises on an acknowledgement is logged (once for a run of failures) and asked
+        again with the next barrier, after the same backoff; the telegrams after it are
+        acknowledged meanwhile (adapters acknowledge to the PLC in delivery order).
+        """
+        retry_s = 0.0  # the wait before the next barrier while barriers or adapter fail
+        failures = 0  # acknowledgements the adapter refused since the last that all went
+        while True:
+            await handled.news.wait()
+            handled.news.clear()
+            count = handled.count
+            # The barrier follows every entry recorded for the telegrams handled so far (a
+            # decision settled at once joins the backlog with its telegram).
+            error = await self.record(())
+            if not error:
+                refused: list[tuple[int, Telegram]] = []
+                for numbered in handled.covered(count):
+                    try:
+                        self.sorter.acknowledge(numbered[1])
+                    except Exception:
+                        if not failures:
+                            log.exception(
+                                "line %s: the sorter refused an acknowledgement; it is asked "
+                                "again with the next barrier",
+                                self.line.id,
+                            )
+                        failures += 1
+                        refused.append(numbered)
+                handled.keep(refused)
+                if refused:
+                    error = "the sorter refused an acknowledgement"
+                elif failures:
+                    log.warning(
+                        "line %s: the sorter takes acknowledgements again (%d refused)",
+                        self.line.id,
+                        failures,
+                    )
+                    failures = 0
+            if error:  # not durable (yet), or not taken: try again later
+                retry_s = min(2 * retry_s, self.RETRY_MAX_S) if retry_s else self.RETRY_FIRST_S
+                await self.clock.sleep_until(self.clock.now() + retry_s)
+                handled.news.set()
+                continue
+            retry_s = 0.0
+            if handled.waiting:
+                handled.news.set()
+
+    async def _backlog_room(self) -> None:
+        """Wait until the backlog is under its cap: a telegram's entries are never left out
+        of the journal, so the line takes the next telegram only once it has room. The time
+        waited counts as the line standing still (the PLC's news waits in its mailbox)."""
+        log.warning(
+            "line %s: journal backlog full (%d entries): no telegram is taken until the "
+            "journal takes some of it",
+            self.line.id,
+            self._backlog_entries,
+        )
+        self._paused = True
+        try:
+            while self._backlog_entries >= self._backlog_max:
+                self._room.clear()
+                await self._room.wait()
+        finally:
+            self._paused = False
+        log.info("line %s: journal backlog has room again: telegrams are taken", self.line.id)
 
     async def drain(self, limit_s: float | None = None) -> None:
         """Wait, at most ``limit_s`` wall seconds in all, for decisions in flight and then for
@@ -254,23 +331,30 @@ class LineController:
             journal_backlog=self._backlog_entries,
         )
 
+    @property
+    def holding_telegrams(self) -> bool:
+        """Whether the line waits for room in its journal backlog before it takes the next
+        telegram (the PLC's mailbox holds them meanwhile)."""
+        return self._paused
+
     def restore(self, parcels: list[Parcel]) -> None:
         """Take back parcels that were open when the controller last stopped (see recovery)."""
         self.carry_out(self.tracker.restore(parcels, self.clock.now()))
 
     # --- effects -------------------------------------------------------------------------
 
-    def carry_out(self, effects: list[Effect]) -> None:
+    def carry_out(self, effects: list[Effect], *, for_telegram: bool = False) -> None:
         """Start what the tracker asked for; nothing here waits. The first event starts the
-        tracker's ticks."""
+        tracker's ticks. ``for_telegram``: the effects of handling a telegram, whose entries
+        are never left out of the journal (see :meth:`record`)."""
         if self._ticker is None:
             self._ticker = asyncio.create_task(self._ticks())
         for effect in effects:
             if isinstance(effect, Record):
                 if effect.awaiting is None:
-                    self.record(effect.entries)
+                    self.record(effect.entries, for_telegram=for_telegram)
                 else:
-                    self._spawn_write(effect)
+                    self._spawn_write(effect, for_telegram)
             elif isinstance(effect, Gather):
                 self._start(effect.tracking_id, self._gather(effect))
             elif isinstance(effect, AskReview):
@@ -334,16 +418,19 @@ class LineController:
         except Exception as exc:  # the port should report faults itself; fail secure if not
             return XrayResult.fault(XrayStatus.FAILED, repr(exc))
 
-    def _spawn_write(self, record: Record) -> None:
-        """A decision's entries: durable first, then the tracker says whether to reply. The
-        write is never cancelled with its parcel's other work: the audit keeps it."""
-        task = asyncio.create_task(self._durable(record))
+    def _spawn_write(self, record: Record, for_telegram: bool = False) -> None:
+        """A decision's entries: durable first, then the tracker says whether to reply. They
+        join the backlog now, so that they precede whatever the tracker records next (a
+        confirmation handled in the same loop turn); the wait is never cancelled with its
+        parcel's other work: the audit keeps it."""
+        written = self.record(record.entries, for_telegram=for_telegram)
+        task = asyncio.create_task(self._durable(record, written))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
-    async def _durable(self, record: Record) -> None:
+    async def _durable(self, record: Record, written: asyncio.Future[str]) -> None:
         assert record.awaiting is not None
-        error = await self.record(record.entries)
+        error = await written
         if error:
             log.error(
                 "line %s: decision not durable, PLC default stands (its entries stay in the "
@@ -375,10 +462,12 @@ class LineController:
             self._queue((entry,), asyncio.get_running_loop().create_future())
 
     async def _ticks(self) -> None:
-        """Tell the tracker that time passes, every :attr:`TICK_S`, traffic or not; the time
+        """Tell the tracker that time passes, every :attr:`TICK_S`, traffic or not. The time
         the line stands still (link not up, not running) does not count against parcels, nor
-        does a journal outage (no telegram is acknowledged then, so the PLC's confirmations
-        wait in its mailbox)."""
+        does the time the PLC's news waits for the controller: a journal outage (no telegram
+        is acknowledged then), a full backlog (no telegram is taken) and a PLC that says its
+        mailbox is full (the controller is behind) all leave the PLC's confirmations waiting
+        in its mailbox or its backlog."""
         while True:
             await self.clock.sleep_until(self.clock.now() + self.TICK_S)
             try:
@@ -386,7 +475,9 @@ class LineController:
                 running = (
                     health.link is LinkState.UP
                     and health.line_state in RUNNING_STATES
+                    and not health.mailbox_full
                     and not self._outage
+                    and not self._paused
                 )
                 self.carry_out(self.tracker.tick(self.clock.now(), running))
             except Exception:  # a bug here must not stop the watch for good
@@ -394,16 +485,23 @@ class LineController:
 
     # --- the journal backlog -------------------------------------------------------------
 
-    def record(self, entries: Sequence[JournalEntry]) -> asyncio.Future[str]:
+    def record(
+        self, entries: Sequence[JournalEntry], *, for_telegram: bool = False
+    ) -> asyncio.Future[str]:
         """Journal ``entries`` after everything recorded before them, in order, batched into
         one write per loop turn. The future gives "" once they are durable, or why they are
         not (yet): while the journal refuses writes it says so at once, and the entries are
         still written once it takes them again, unless the backlog is full (then they are
         logged instead). Nobody needs to await it. An empty call is a barrier: it resolves
-        once all earlier entries are durable."""
+        once all earlier entries are durable.
+
+        Entries ``for_telegram`` (recorded while handling a telegram) always join the
+        backlog, past its cap too: the line takes no telegram while the backlog is at its
+        cap, so they add at most one telegram's entries to it, and the telegram is
+        acknowledged only once they are journalled."""
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         entries = tuple(entries)
-        if entries and self._backlog_entries + len(entries) > self._backlog_max:
+        if entries and not for_telegram and self._full(len(entries)):
             self._overflow(entries)
             done.set_result(f"journal backlog of line {self.line.id} full: logged, not journalled")
             return done
@@ -411,6 +509,49 @@ class LineController:
         if self._outage:
             done.set_result(self._outage)  # nobody waits on a journal that refuses writes
         return done
+
+    def _full(self, entries: int) -> bool:
+        """Whether ``entries`` more would take the backlog past its cap."""
+        return self._backlog_entries + entries > self._backlog_max
+
+    async def journal_command(
+        self, entry: JournalEntry, refusal: Callable[[str], JournalEntry]
+    ) -> str:
+        """Journal an operator command's row durably before the command takes effect: ""
+        once it is. When it cannot be (the journal refuses writes, the backlog is full), the
+        command is refused and why comes back; its row is then journalled as refused
+        (``refusal(why)``) in place of the accepted one, never after it: one truthful row per
+        command."""
+        if self._outage or self._full(1):
+            why = self._outage or f"journal backlog of line {self.line.id} full"
+            self.record((refusal(why),))
+            return why
+        done = self.record((entry,))
+        error = await done
+        if error and not self._replace(done, (refusal(error),)):
+            log.error(
+                "line %s: a refused command's row left the backlog before it could be marked "
+                "refused; its refusal follows it: %s",
+                self.line.id,
+                error,
+            )
+            self.record((refusal(error),))
+        return error
+
+    def _replace(self, done: asyncio.Future[str], entries: tuple[JournalEntry, ...]) -> bool:
+        """Put ``entries`` in place of the record that ``done`` answers for, while it waits in
+        the backlog with no write of it under way; whether it did. Whoever waits hears of a
+        refused write between attempts (the failed write has ended, the flusher waits before
+        the next), so a refused record is found here unless shutdown took it off."""
+        backlog = self._backlog
+        for from_end, (queued, future) in enumerate(reversed(backlog)):
+            if future is done:
+                if len(backlog) - 1 - from_end < self._in_flight:
+                    return False
+                backlog[-1 - from_end] = (entries, done)
+                self._backlog_entries += len(entries) - len(queued)
+                return True
+        return False
 
     def _queue(self, entries: tuple[JournalEntry, ...], done: asyncio.Future[str]) -> None:
         self._backlog.append((entries, done))
@@ -449,12 +590,16 @@ class LineController:
             batch.append(queued)
             rows += queued[0]
         if rows:
+            self._in_flight = len(batch)
             try:
                 await self.journal.write(rows)
             except (ValueError, TypeError):  # an entry the journal can never store
+                self._in_flight = 0
                 return await self._write_apart(len(batch))
             except Exception as exc:
                 return _why(exc)
+            finally:
+                self._in_flight = 0
         for _ in batch:
             self._taken("")
         return ""
@@ -467,6 +612,7 @@ class LineController:
             entries, done = self._backlog[0]
             refused = ""
             while entries:
+                self._in_flight = 1
                 try:
                     await self.journal.write([entries[0]])
                 except (ValueError, TypeError) as exc:
@@ -474,9 +620,12 @@ class LineController:
                     self._unjournal(entries[:1], refused)
                 except Exception as exc:
                     return _why(exc)
+                finally:
+                    self._in_flight = 0
                 entries = entries[1:]
                 self._backlog[0] = (entries, done)
                 self._backlog_entries -= 1
+                self._shrunk()
             self._taken(refused)
         return ""
 
@@ -484,8 +633,14 @@ class LineController:
         """The head record is written (or left out, ``error`` saying why): off the backlog."""
         entries, done = self._backlog.popleft()
         self._backlog_entries -= len(entries)
+        self._shrunk()
         if not done.done():
             done.set_result(error)
+
+    def _shrunk(self) -> None:
+        """The backlog shrank: a telegram waiting for room may be taken now."""
+        if self._paused and self._backlog_entries < self._backlog_max:
+            self._room.set()
 
     def _refused(self, error: str) -> None:
         """The first refused write of an outage: whoever waits hears it now, and the alarm
@@ -553,6 +708,7 @@ class LineController:
             if not done.done():
                 done.set_result(why)
         self._backlog_entries = 0
+        self._shrunk()
 
 
 class Controller:
@@ -664,18 +820,30 @@ class Controller:
         """Check the command, journal it durably (who, why, accepted or refused), then apply
         it; its effect (a state change) is journalled in order after it, and the answer comes
         once that is durable too. Commands run one at a time; a parcel that moved on while
-        the command was being journalled refuses it then, and that is journalled as well."""
+        the command was being journalled refuses it then, and that is journalled as well. A
+        command the journal cannot take is refused, and journalled as refused only."""
         async with self._commands:
             now = self.clock.now()
             line_id, planned = self._plan(command, now)
             record = self.lines[line_id].record if line_id else self._record_site_wide
             if isinstance(planned, Refused):
                 return await self._refuse(command, line_id, now, planned.message, record)
-            if error := await record((planned.entry,)):
-                # The entry may still be written later (a line's backlog keeps it): the row
-                # after it says the command was not applied.
+            entry = planned.entry
+            if line_id:
+
+                def refusal(error: str) -> JournalEntry:
+                    data = command_data(command, accepted=False, refused=_not_journalled(error))
+                    return entry._replace(ts=self.clock.now(), data=data)
+
+                if error := await self.lines[line_id].journal_command(entry, refusal):
+                    log.error("command %s not journalled, not applied: %s", command.command, error)
+                    message = _not_journalled(error)
+                    log.info("command refused: %s: %s", command.command, message)
+                    return CommandResult(accepted=False, message=message)
+            elif error := await record((entry,)):
+                # The journal took nothing of it: the refusal is its only row.
                 log.error("command %s not journalled, not applied: %s", command.command, error)
-                message = f"could not journal the command, nothing changed: {error}"
+                message = _not_journalled(error)
                 return await self._refuse(command, line_id, self.clock.now(), message, record)
             applied = planned.commit(self.clock.now())
             if isinstance(applied, Refused):
@@ -772,6 +940,10 @@ def _command_entry(command: Command, line: str, now: float, refused: str = "") -
         hawb=getattr(command, "hawb", ""),
         data=command_data(command, accepted=not refused, refused=refused),
     )
+
+
+def _not_journalled(error: str) -> str:
+    return f"could not journal the command, nothing changed: {error}"
 
 
 def _accepted(command: Command) -> str:

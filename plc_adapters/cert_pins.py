@@ -55,15 +55,23 @@ def first_certificate(der: bytes) -> bytes:
         raise ValueError("not a DER certificate")
     size = der[1]
     if size < 0x80:
-        return der[: 2 + size]
-    width = size & 0x7F
-    return der[: 2 + width + int.from_bytes(der[2 : 2 + width], "big")]
+        end = 2 + size
+    else:
+        width = size & 0x7F  # 0: indefinite length, which DER forbids
+        if not 1 <= width <= 4 or len(der) < 2 + width:
+            raise ValueError("not a DER certificate (bad length)")
+        end = 2 + width + int.from_bytes(der[2 : 2 + width], "big")
+    if len(der) < end:
+        raise ValueError(f"a truncated DER certificate ({len(der)} of {end} bytes)")
+    return der[:end]
 
 
 def certificate_der(path: Path) -> bytes:
-    """The DER bytes of the (first) certificate in a PEM or DER file, told apart by content,
-    not by the file's suffix. Only the outer structure is checked here; the OPC UA library
-    parses the certificate itself when it uses it."""
+    """The DER bytes of the first certificate in a PEM or DER file, told apart by content,
+    not by the file's suffix: a chain or bytes after the certificate (a DER file with a
+    trailing newline) are not part of it, and would give another pin. Only the outer
+    structure is checked here; the OPC UA library parses the certificate itself when it uses
+    it."""
     try:
         content = path.read_bytes()
     except OSError as exc:
@@ -76,9 +84,10 @@ def certificate_der(path: Path) -> bytes:
             raise CertificateFileError(f"{path}: the PEM certificate is not valid base64") from None
     elif b"-----BEGIN" in content:
         raise CertificateFileError(f"{path}: PEM file without a CERTIFICATE block (a key?)")
-    if not content.startswith(b"\x30"):  # a DER SEQUENCE
-        raise CertificateFileError(f"{path}: not a certificate (expected PEM or DER)")
-    return content
+    try:
+        return first_certificate(content)
+    except ValueError:
+        raise CertificateFileError(f"{path}: not a certificate (expected PEM or DER)") from None
 
 
 def certificate_files(locations: Iterable[Path]) -> list[Path]:

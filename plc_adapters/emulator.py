@@ -415,6 +415,7 @@ class EmulatedPlc:
         log.info("line %s: controller %s owns the PLC (was %s)", self.line, value, owner or "none")
         self._ctl_beat, self._ctl_beat_at = self.mem[header("ctl_heartbeat")], time.monotonic()
         self._refused_claimant = 0
+        self.safe_state = False  # owned from now: a second claim before the next scan is refused
         return True
 
     def clock_ms(self) -> int:

@@ -43,7 +43,7 @@ from plc_adapters.layout import (
 )
 from plc_adapters.plc_clock import PlcClockMapper
 from plc_adapters.shutdown import bounded, cancel_and_wait
-from plc_adapters.telegrams import RawTelegram, TelegramChecker
+from plc_adapters.telegrams import RawTelegram, TelegramChecker, known_kind
 from plc_adapters.transport import LinkDownError, LinkRejectedError, Transport
 
 log = logging.getLogger(__name__)
@@ -239,7 +239,8 @@ class WireSorter:
     async def reply(self, reply: DestinationReply) -> None:
         """Queue the reply for the reply ring; it is written at once while the link is up.
         A reply for a parcel last requested before a PLC restart is dropped (section 6.2), and
-        so is one still waiting when a newer request for its tracking id arrives (4.2)."""
+        so is one whose request (``request_seq``) is no longer its tracking id's latest, or
+        that is still waiting when a newer request for its tracking id arrives (4.2)."""
         request = self._requests.get(reply.tracking_id)
         if request is not None and request[0] != self._epoch:
             self.replies_dropped += 1
@@ -249,6 +250,9 @@ class WireSorter:
                 self.line,
                 reply.tracking_id,
             )
+            return
+        if request is not None and reply.request_seq not in (None, request[1]):
+            self._superseded(reply)  # decided for an earlier request: it must not steer this one
             return
         self._pending.append((reply, request))
         limit = _PENDING_LIMIT
@@ -278,9 +282,13 @@ class WireSorter:
         return self._lanes
 
     def health(self) -> SorterHealth:
+        """The link, the PLC's PackML state ("" while it reports none: 0 Undefined, which the
+        controller counts as running, section 3.5) and its flags as of the last header read."""
         heartbeat_age = time.monotonic() - self._plc_heartbeat_at if self.connected else None
-        state = self.line_state.name.lower() if self.line_state is not None else ""
-        return SorterHealth(self.link_state, state, heartbeat_age)
+        state = self.line_state
+        reported = "" if state is None or state is PackMLState.UNDEFINED else state.name.lower()
+        mailbox_full = PlcFlags.MAILBOX_FULL in self.plc_flags
+        return SorterHealth(self.link_state, reported, heartbeat_age, mailbox_full)
 
     @property
     def replies_waiting(self) -> int:
@@ -420,7 +428,10 @@ class WireSorter:
 
     async def _release(self) -> None:
         """Closing: write the last acknowledgement and ``CtlOwner`` 0, so the next controller
-        reads no telegram twice that it need not and takes the PLC at once."""
+        reads no telegram twice that it need not and takes the PLC at once. Only while the PLC
+        still shows this controller as its owner, read just before: another controller may
+        have taken it over since the last header (this one's heartbeat had stalled), and a 0
+        written then would take the PLC from that live owner."""
         if self._suspect:
             return  # a restart is suspected: write nothing
         writes: list[tuple[Key, Value]] = []
@@ -430,6 +441,14 @@ class WireSorter:
         writes.append((header("ctl_owner"), 0))
         try:
             async with asyncio.timeout(1.0):
+                owner = _int((await self.transport.read([header("ctl_owner")]))[0])
+                if owner != self.owner_id:
+                    log.info(
+                        "line %s: PLC not released on close: controller %d owns it now",
+                        self.line,
+                        owner,
+                    )
+                    return
                 await self._write(writes)
         except (LinkDownError, TimeoutError) as exc:
             log.info("line %s: PLC not released on close (%s)", self.line, exc)
@@ -481,6 +500,7 @@ class WireSorter:
             h, _ = await self._read_header()
             restart = self._restart_evidence(h)
         if self._tel_pos is None or self._rep_pos is None:
+            await self._seed_sequence(h)
             self._adopt(h)
         elif restart is not None:
             await self._follow_restart(h, restart[0])
@@ -496,6 +516,50 @@ class WireSorter:
                 "controller heartbeat; alarm only if it is still there in %g s",
                 self.line,
                 self.timing.heartbeat_timeout_s,
+            )
+
+    async def _seed_sequence(self, h: dict[str, Value]) -> None:
+        """First contact: show the duplicate check the telegrams a controller before this one
+        acknowledged that the ring still holds (up to ``TelAck``, this PLC run's only), as
+        that controller's check knew them. A PLC that publishes one of them again (a
+        duplicate, section 6) is then ignored here too, not taken as a new telegram that
+        would reopen or decide again a parcel already journalled, and the numbering goes on
+        from them. Slots the PLC may be rewriting meanwhile are left out."""
+        n = self.layout.ring_size
+        tel_write, tel_ack = _u(h, "tel_write"), _u(h, "tel_ack")
+        used = u32_diff(tel_write, tel_ack)
+        if not 0 <= used <= n:
+            return
+        margin = max(1, n // 4)  # telegrams the PLC may publish while the slots are read
+        count = min(tel_ack, n - used - margin)  # positions from 1: since the PLC's start
+        if count <= 0:
+            return
+        positions = [tel_ack - count + 1 + k for k in range(count)]
+        width = len(self.layout.telegram_keys(0))
+        slots: list[tuple[int, list[Value]]] = []
+        step = self.timing.slots_per_read
+        for start in range(0, count, step):
+            chunk = positions[start : start + step]
+            keys = [k for p in chunk for k in self.layout.telegram_keys(self.layout.slot(p))]
+            values = await self.transport.read(keys)
+            slots += [(p, values[i * width : (i + 1) * width]) for i, p in enumerate(chunk)]
+        tel_write = _int((await self.transport.read([header("tel_write")]))[0])
+        oldest_intact = u32_add(tel_write, margin - n)  # older ones may hold newer telegrams
+        seeds = [
+            raw
+            for p, values in slots
+            if u32_diff(p, oldest_intact) > 0 and known_kind(raw := _raw_telegram(values))
+        ]
+        for raw in seeds:
+            self.checker.guard.check(raw.seq, raw)
+        if seeds:
+            log.info(
+                "line %s: duplicate check seeded with %d telegram(s) acknowledged before this "
+                "controller connected (seq %d..%d)",
+                self.line,
+                len(seeds),
+                seeds[0].seq,
+                seeds[-1].seq,
             )
 
     def _adopt(self, h: dict[str, Value]) -> None:
@@ -799,17 +863,7 @@ class WireSorter:
 
     def _deliver(self, values: list[Value], received: float) -> Telegram | None:
         """The telegram in a slot's ``values``, checked; None when it is not delivered."""
-        seq, kind, tracking_id, scan_ms, lane, status, barcode = values
-        assert isinstance(barcode, bytes)
-        raw = RawTelegram(
-            _int(seq),
-            _int(kind),
-            _int(tracking_id),
-            _int(scan_ms),
-            _int(lane),
-            _int(status),
-            barcode,
-        )
+        raw = _raw_telegram(values)
         scan_time = received
         if raw.kind == TelegramKind.DESTINATION_REQUEST:
             scan_time = self.mapper.to_controller(raw.scan_ms, received)
@@ -973,6 +1027,15 @@ class WireSorter:
             reads,
             self._lanes[lane].name.lower() if lane in self._lanes else "gone from the table",
         )
+
+
+def _raw_telegram(values: list[Value]) -> RawTelegram:
+    """A telegram slot's ``values`` as the PLC wrote them."""
+    seq, kind, tracking_id, scan_ms, lane, status, barcode = values
+    assert isinstance(barcode, bytes)
+    return RawTelegram(
+        _int(seq), _int(kind), _int(tracking_id), _int(scan_ms), _int(lane), _int(status), barcode
+    )
 
 
 def _u(h: dict[str, Value], name: str, raw: bool = False) -> int:

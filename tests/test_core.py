@@ -311,6 +311,24 @@ async def test_a_no_read_read_on_its_next_lap_is_decided_and_inspected_by_its_ha
         assert p.controller.open_parcels() == 0
 
 
+async def test_a_decision_settled_at_once_is_journalled_before_a_confirmation_behind_it() -> None:
+    """A controller that fell behind reads a no-read's request and the PLC's confirmation in
+    one turn: the journal keeps them in the order they happened (scan, decision, miss,
+    exception), so recovery does not find the parcel still open. Before, the decision's rows
+    were queued from a task and landed after the confirmation's."""
+    async with plant() as p:
+        p.scan(4, "")
+        p.sorter.confirm(4, 9, DivertStatus.DEFAULTED)
+        await p.clock.advance(1)
+        rows = [(e.kind, e.state_to) for e in p.journal.for_parcel(4)]
+        assert rows == [
+            (EntryKind.TRANSITION, "scanned"),
+            (EntryKind.DECISION, "decided"),
+            (EntryKind.DEADLINE_MISS, "defaulted"),
+            (EntryKind.CONFIRMATION, "exception"),
+        ]
+
+
 async def test_lane_full_recirculates_and_full_lanes_are_avoided() -> None:
     async with plant() as p:
         p.risk.results["R1"] = RiskResult("R1", RiskChannel.RED, 0.9, "books")
@@ -433,6 +451,29 @@ async def test_malformed_telegram_goes_to_exception_with_its_fault_recorded() ->
         decision = next(e for e in p.journal.for_parcel(11) if e.kind is EntryKind.DECISION)
         assert "0xFF" in str(decision.data["fault"])
         assert p.xray.calls == 0
+
+
+async def test_a_malformed_barcode_never_names_a_parcel_read_on_no_lap_yet() -> None:
+    """A no-read parcel whose next lap's barcode is malformed keeps no HAWB, so a clean read
+    on the lap after is the same parcel (not a reused tracking id closed as lost)."""
+    async with plant() as p:
+        p.scan(12, "")
+        await p.clock.advance(WINDOW)
+        p.sorter.confirm(12, 9, DivertStatus.MISSED)
+        await p.clock.advance(60)
+        raw = RawTelegram(
+            p.sorter.next_seq(), TelegramKind.DESTINATION_REQUEST, 12, barcode=b"CG\xff1"
+        )
+        p.sorter.inject(raw, scan_time=p.clock.now())
+        await p.clock.advance(WINDOW)
+        assert p.controller.lines["L1"].tracker.on_belt[12].hawb == ""
+        p.sorter.confirm(12, 9, DivertStatus.MISSED)
+        await p.clock.advance(60)
+        p.scan(12, "CG1")
+        await p.clock.advance(WINDOW)
+        reasons = [r.reason for _, r in p.replies]
+        assert reasons == [Reason.NO_READ, Reason.MALFORMED_TELEGRAM, Reason.LAP_LIMIT]
+        assert all(Reason.TRACKING_ID_REUSED not in e.reasons for e in p.journal.for_parcel(12))
 
 
 async def test_parcels_are_spread_over_lanes_by_spare_capacity() -> None:

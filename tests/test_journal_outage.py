@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from sqlalchemy import event
 from controller.alarms import Alarms
 from controller.app.site import SiteConfig
 from controller.core.clock import MonotonicClock
+from controller.core.commands import ForceClose
 from controller.core.domain import (
     DestinationReply,
     DivertStatus,
@@ -41,7 +43,7 @@ from controller.core.lifecycle import Parcel, ParcelState
 from controller.core.reasons import Reason
 from controller.lines import Controller, LineController
 from controller.recovery import recover
-from controller.store.journal import SqliteJournal
+from controller.store.journal import JournalError, SqliteJournal
 from controller.store.read import read_entries
 from plc_adapters.inprocess import InProcessSorter
 from tests.support import CLEAN, DictRisk, site
@@ -70,6 +72,18 @@ def disk(path: Path) -> Iterator[Callable[[bool], None]]:
         yield lambda on: full.__setitem__(0, on)
     finally:
         event.remove(sa.Engine, "begin", on_begin)
+
+
+async def fill_up(journal: SqliteJournal) -> None:
+    """With the disk full, take up the room still free in the journal's pages with the
+    smallest rows it stores, so the next write of any entry is refused."""
+    filler = JournalEntry(ts=0.0, kind=EntryKind.ALARM, line="", tracking_id=0)
+    for _ in range(10_000):
+        try:
+            await journal.write([filler])
+        except JournalError:
+            return
+    raise AssertionError("the disk never filled")
 
 
 async def until(condition: Callable[[], object], within_s: float = 10.0) -> None:
@@ -111,6 +125,10 @@ class Line:
         await until(lambda: tracking_id not in tracker.on_belt)
         return state
 
+    def replied(self, tracking_id: int) -> Callable[[], bool]:
+        """Whether the sorter has a reply for ``tracking_id`` yet."""
+        return lambda: any(r.tracking_id == tracking_id for r in self.replies)
+
     async def opened(self, tracking_id: int) -> Parcel:
         tracker = self.line.tracker
         await until(lambda: tracking_id in tracker.on_belt)
@@ -135,10 +153,12 @@ async def running(path: Path, config: SiteConfig) -> AsyncIterator[Line]:
         recorded: list[JournalEntry] = []
         record = line.record
 
-        def watched(entries: Sequence[JournalEntry]) -> asyncio.Future[str]:
+        def watched(
+            entries: Sequence[JournalEntry], *, for_telegram: bool = False
+        ) -> asyncio.Future[str]:
             """What the tracker recorded, in the order it did (the order the journal owes)."""
             recorded.extend(entries)
-            return record(entries)
+            return record(entries, for_telegram=for_telegram)
 
         line.record = watched  # type: ignore[method-assign]
         task = asyncio.create_task(controller.run())
@@ -223,23 +243,50 @@ async def test_a_full_disk_loses_no_entry_keeps_the_order_and_alarms_once(tmp_pa
     assert recovered.parcels == []
 
 
-async def test_beyond_the_backlog_cap_entries_are_logged_in_full_and_counted(
+async def test_at_the_backlog_cap_telegrams_wait_and_other_entries_are_logged_in_full(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A telegram's entries are never left out of the journal, so its acknowledgement means
+    "journalled": at the cap the line takes no further telegram (the PLC's mailbox holds
+    them) until the journal takes the backlog. Entries that come later for a parcel already
+    handled (its decision, its deadline miss) are logged in full and counted instead."""
     path = tmp_path / "journal.sqlite"
     config = site()
     small = config.lines[0].model_copy(update={"journal_backlog_max": 12})
     config = config.model_copy(update={"lines": [small]})
     caplog.set_level(logging.INFO, logger="controller.lines")
+    parcels = range(2, 21)
     with disk(path) as disk_full:
         async with running(path, config) as line:
             await line.parcel(1)
+            await until(lambda: line.sorter.acknowledged == 2)
             disk_full(True)
-            for tracking_id in range(2, 12):
-                await line.parcel(tracking_id)
-            assert "L1/journal-overflow" in line.alarms.active
-            assert line.line.view().journal_backlog <= 12 + 2  # the cap, and its alarm rows
+            await fill_up(line.journal)
+            for tracking_id in parcels:
+                line.sorter.request(tracking_id, f"H{tracking_id}", line.clock.now())
+            await until(lambda: line.line.holding_telegrams)
+            await until(lambda: "L1/journal-overflow" in line.alarms.active)
+            await asyncio.sleep(0.2)
+            tracker = line.line.tracker
+            held = [t for t in parcels if t not in tracker.on_belt]
+            assert held, "every request was taken past the cap"
+            assert line.line.view().journal_backlog <= 12 + 3  # the cap, one telegram's, alarms
+            assert line.sorter.acknowledged == 2  # nothing journalled since, nothing acknowledged
+            assert not line.task.done()
+
             disk_full(False)
+            await until(lambda: all(t in tracker.on_belt for t in parcels))
+            settled = (ParcelState.DECIDED, ParcelState.DEFAULTED)
+            await until(lambda: all(tracker.on_belt[t].state in settled for t in parcels))
+            for tracking_id in parcels:
+                if tracker.on_belt[tracking_id].state is ParcelState.DECIDED:
+                    await until(line.replied(tracking_id))
+                    lane = next(r.lane for r in line.replies if r.tracking_id == tracking_id)
+                    line.sorter.confirm(tracking_id, lane, DivertStatus.DIVERTED)
+                else:
+                    line.sorter.confirm(tracking_id, EXCEPTION_LANE, DivertStatus.DEFAULTED)
+            await until(lambda: not tracker.on_belt)
+            await until(lambda: line.sorter.acknowledged == 2 + 2 * len(parcels))
             await until(lambda: not line.alarms.active, within_s=5)
 
     logged = [
@@ -248,14 +295,78 @@ async def test_beyond_the_backlog_cap_entries_are_logged_in_full_and_counted(
         if "journal entry not journalled" in record.getMessage()
     ]
     assert logged, "no entry went past the cap"
+    # only entries that came after their telegram was handled
+    assert {e["kind"] for e in logged} <= {"decision", "deadline_miss"}
     rows = [r for r in rows_of(path) if r["kind"] != "alarm"]
+    # every telegram's own entries are journalled: each parcel scanned and confirmed, once
+    for tracking_id in (1, *parcels):
+        mine = [r for r in rows if r["tracking_id"] == tracking_id]
+        assert [r["state_to"] for r in mine if r["state_from"] == ""].count("scanned") == 1
+        assert [r["kind"] for r in mine].count("confirmation") == 1
     journalled = [key(r["kind"], r["tracking_id"], r["state_to"], r["data"]) for r in rows]
     left_out = [key(e["kind"], e["tracking_id"], e["state_to"], e["data"]) for e in logged]
     # Every entry the tracker recorded is in the journal or, in full, in the log.
     assert sorted(journalled + left_out) == sorted(same_as_journalled(line.recorded))
+    # Raised and cleared per episode (the held telegrams, taken at once, may make a second);
+    # the clearings count every entry that went to the log.
     overflow = [h for h in line.alarms.history if h[1] == "L1/journal-overflow"]
-    assert [h[3] for h in overflow] == [True, False]
-    assert f"{len(logged)} entries were logged in full" in overflow[-1][2]
+    assert [h[3] for h in overflow] == [True, False] * (len(overflow) // 2)
+    counted = [re.search(r"(\d+) entries were logged in full", h[2]) for h in overflow[1::2]]
+    assert sum(int(m.group(1)) for m in counted if m) == len(logged)
+
+
+async def test_a_command_the_journal_cannot_take_is_journalled_once_as_refused(
+    tmp_path: Path,
+) -> None:
+    """Refused because the outage began with its own row, or because the outage was known:
+    either way the journal shows the command once, refused, and nothing changed."""
+    path = tmp_path / "journal.sqlite"
+    with disk(path) as disk_full:
+        async with running(path, site()) as line:
+            tracker = line.line.tracker
+            for tracking_id in (1, 2):
+                line.sorter.request(tracking_id, f"H{tracking_id}", line.clock.now())
+                await until(line.replied(tracking_id))
+            await until(
+                lambda: line.sorter.acknowledged == 2 and not line.line.view().journal_backlog
+            )
+            disk_full(True)
+            await fill_up(line.journal)
+            assert "L1/journal" not in line.alarms.active  # its own row meets the full disk
+            first = await line.controller.execute(
+                ForceClose(user="kim", line="L1", tracking_id=1, reason="off the belt")
+            )
+            assert "L1/journal" in line.alarms.active
+            second = await line.controller.execute(
+                ForceClose(user="kim", line="L1", tracking_id=2, reason="off the belt")
+            )
+            for result in (first, second):
+                assert not result.accepted
+                assert "could not journal the command, nothing changed" in result.message
+            assert tracker.on_belt[1].state is tracker.on_belt[2].state is ParcelState.DECIDED
+
+            disk_full(False)
+            await until(lambda: "L1/journal" not in line.alarms.active)
+            again = await line.controller.execute(
+                ForceClose(user="kim", line="L1", tracking_id=1, reason="off the belt")
+            )
+            assert again.accepted
+            assert 1 not in tracker.on_belt
+            (reply,) = [r for r in line.replies if r.tracking_id == 2]
+            line.sorter.confirm(2, reply.lane, DivertStatus.DIVERTED)
+            await until(lambda: not tracker.on_belt)
+
+    commands = [r for r in rows_of(path) if r["kind"] == "command"]
+    assert [(r["tracking_id"], r["data"]["accepted"]) for r in commands] == [
+        (1, False),
+        (2, False),
+        (1, True),
+    ]
+    for refused in commands[:2]:
+        assert "database or disk is full" in refused["data"]["refused"]
+        assert (refused["data"]["user"], refused["hawb"]) == ("kim", f"H{refused['tracking_id']}")
+    closing = [r for r in rows_of(path) if r["state_to"] == "exception"]
+    assert [(r["tracking_id"], r["seq"] > commands[-1]["seq"]) for r in closing] == [(1, True)]
 
 
 async def test_an_entry_the_journal_cannot_store_holds_up_nothing_behind_it(

@@ -226,12 +226,14 @@ def test_the_timeout_is_validated_and_defaults_to_two_loops() -> None:
 
 
 class HeldSorter(InProcessSorter):
-    """An in-process sorter whose line state the test sets (a PLC reports it per PackML)."""
+    """An in-process sorter whose line state and mailbox flag the test sets (a PLC reports
+    its PackML state, and says when its telegram mailbox is full)."""
 
     line_state = "execute"
+    mailbox_full = False
 
     def health(self) -> SorterHealth:
-        return SorterHealth(LinkState.UP, self.line_state)
+        return SorterHealth(LinkState.UP, self.line_state, mailbox_full=self.mailbox_full)
 
 
 async def test_a_stopped_line_keeps_its_parcels_open_through_the_controllers_ticks() -> None:
@@ -254,6 +256,58 @@ async def test_a_stopped_line_keeps_its_parcels_open_through_the_controllers_tic
     await clock.advance(TIMEOUT - 10)
     assert 1 in tracker.on_belt
     await clock.advance(20)  # no telegram, no traffic: the controller's own ticks close it
+    assert 1 not in tracker.on_belt
+    assert journal.for_parcel(1)[-1].reasons == (Reason.LOST_TRACKING, Reason.CONFIRMATION_TIMEOUT)
+    sorter.close()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_a_full_plc_mailbox_keeps_the_parcels_open_until_it_drains() -> None:
+    """While the PLC's mailbox is full its news (a confirmation, a parcel's next request)
+    waits in its backlog: that time does not count against the parcels on the belt, else a
+    parcel would be closed as lost and then reopened by its late request."""
+    config = site()
+    clock = ManualClock(start=1000.0)
+    replies: list[DestinationReply] = []
+    sorter = HeldSorter("L1", on_reply=replies.append)
+    risk = DictRisk({"H1": GREEN._replace(hawb="H1")})
+    journal = MemoryJournal()
+    controller = Controller(config, {"L1": sorter}, risk, ScriptedXray(clock), journal, clock)
+    task = asyncio.create_task(controller.run())
+    tracker = controller.lines["L1"].tracker
+    sorter.request(1, "H1", clock.now())
+    await clock.advance(1)
+    assert [r.tracking_id for r in replies] == [1]
+    sorter.mailbox_full = True  # the controller is behind; the line itself runs
+    await clock.advance(3 * TIMEOUT)
+    assert tracker.on_belt[1].state is ParcelState.DECIDED
+    sorter.mailbox_full = False  # drained: the watch goes on where it stood
+    await clock.advance(TIMEOUT - 10)
+    assert 1 in tracker.on_belt
+    await clock.advance(20)
+    assert 1 not in tracker.on_belt
+    assert journal.for_parcel(1)[-1].reasons == (Reason.LOST_TRACKING, Reason.CONFIRMATION_TIMEOUT)
+    sorter.close()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_a_plc_that_reports_no_line_state_counts_as_running() -> None:
+    """A PLC that reports no PackML state ("") is taken as running: its silent parcels are
+    watched, not kept open for ever."""
+    config = site()
+    clock = ManualClock(start=1000.0)
+    replies: list[DestinationReply] = []
+    sorter = HeldSorter("L1", on_reply=replies.append)
+    sorter.line_state = ""
+    risk = DictRisk({"H1": GREEN._replace(hawb="H1")})
+    journal = MemoryJournal()
+    controller = Controller(config, {"L1": sorter}, risk, ScriptedXray(clock), journal, clock)
+    task = asyncio.create_task(controller.run())
+    tracker = controller.lines["L1"].tracker
+    sorter.request(1, "H1", clock.now())
+    await clock.advance(1)
+    assert [r.tracking_id for r in replies] == [1]
+    await clock.advance(TIMEOUT + 2)
     assert 1 not in tracker.on_belt
     assert journal.for_parcel(1)[-1].reasons == (Reason.LOST_TRACKING, Reason.CONFIRMATION_TIMEOUT)
     sorter.close()

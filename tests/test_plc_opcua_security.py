@@ -21,13 +21,15 @@ import yaml
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from controller.app.site import load_config
 from controller.core.clock import MonotonicClock
 from controller.core.domain import DestinationReply, DestinationRequest
 from controller.core.reasons import Reason
 from controller.core.settings import ConfigError
-from plc_adapters.cert_pins import certificate_der, fingerprint, parse_pin
+from plc_adapters.cert_pins import certificate_der, fingerprint, first_certificate, parse_pin
 from plc_adapters.certs import CertificatePair, make_certificate
 from plc_adapters.cli import Emulator, Protocol, load_emulator_site
 from plc_adapters.layout import Layout
@@ -144,6 +146,56 @@ async def test_pinned_server_certificate_carries_telegrams(
 ) -> None:
     bare_lower_case = pki.plc_pin.replace(":", "").lower()  # the other accepted spelling
     await _carries_telegrams(pki.client(peer_sha256=bare_lower_case), secure_host)
+
+
+def _certificate_files(pki: Pki, folder: Path) -> dict[str, Path]:
+    """The PLC's certificate as files hold it in the field: a PEM chain (its certificate,
+    then an issuer's), DER certificates back to back, a DER file with a trailing newline."""
+    plc, other = pki.plc.certificate.read_bytes(), pki.intruder.certificate.read_bytes()
+
+    def pem(der: bytes) -> bytes:
+        return x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
+
+    contents = {
+        "chain.pem": pem(plc) + pem(other),
+        "chain.der": plc + other,
+        "newline.der": plc + b"\n",
+    }
+    for name, content in contents.items():
+        (folder / name).write_bytes(content)
+    return {name: folder / name for name in contents}
+
+
+@pytest.mark.parametrize("name", ["chain.pem", "chain.der", "newline.der"])
+def test_the_pin_of_a_certificate_file_is_its_first_certificate(
+    pki: Pki, tmp_path: Path, name: str
+) -> None:
+    path = _certificate_files(pki, tmp_path)[name]
+    assert fingerprint(certificate_der(path)) == pki.plc_pin
+    if shutil.which("openssl") is not None:  # as the documented command prints it
+        form = "DER" if name.endswith(".der") else "PEM"
+        printed = subprocess.run(
+            ["openssl", "x509", "-inform", form, "-in", str(path),
+             "-noout", "-fingerprint", "-sha256"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert parse_pin(printed.split("=", 1)[1]) == pki.plc_pin
+
+
+@pytest.mark.parametrize(
+    "data", [b"\x30\x82\xff\xff\x01", b"\x30\x80\x00\x00", b"\x30\x85\x01"], ids=str
+)
+def test_a_truncated_or_indefinite_length_certificate_is_refused_not_pinned(data: bytes) -> None:
+    with pytest.raises(ValueError, match="DER certificate"):
+        first_certificate(data)
+
+
+@module_loop
+async def test_a_certificate_file_holding_a_chain_carries_telegrams(
+    pki: Pki, secure_host: OpcUaHost, tmp_path: Path
+) -> None:
+    chain = _certificate_files(pki, tmp_path)["chain.der"]
+    await _carries_telegrams(pki.client(peer_certificate=chain), secure_host)
 
 
 @module_loop

@@ -9,6 +9,7 @@ nothing to a PLC another controller owns, and stops as soon as the PLC shows ano
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
@@ -29,6 +30,13 @@ def owner(rig: Rig) -> int:
 
 def raised(alarms: Alarms, source: str) -> list[bool]:
     return [active for _, s, _, active in alarms.history if s == source]
+
+
+def lazy(adapter: WireSorter) -> WireSorter:
+    """``adapter``, reading the PLC's header only when it connects (its poll never comes due):
+    what it knows of the owner is what it saw then."""
+    adapter.timing = replace(adapter.timing, poll_s=3600.0)
+    return adapter
 
 
 async def owns(rig: Rig, adapter: WireSorter) -> None:
@@ -132,3 +140,41 @@ async def test_the_next_controller_takes_over_once_the_owner_leaves_or_stalls(wi
             await second.aclose()
         await owns(rig, first)  # released on close: the first one gets it at its next claim
         await wait_for(lambda: first_source not in rig.alarms.active, "its alarm cleared")
+
+
+async def test_the_plc_grants_only_the_first_of_two_claims_before_its_next_scan() -> None:
+    """A granted claim makes the PLC owned at once, not at its next scan: a second
+    controller's claim right after it is refused (section 4.5)."""
+    async with open_rig("modbus", read=False) as rig:
+        plc = rig.plc
+        assert plc.owner_id == 0
+        assert plc.safe_state
+        claim = header("ctl_owner")
+        assert plc.written(claim, 101)  # no owner: granted
+        assert not plc.written(claim, 202)  # the same instant, no scan in between: refused
+        assert plc.owner_id == 101
+        assert plc.claims_refused == 1
+
+
+@pytest.mark.parametrize("wire", WIRES)
+async def test_a_displaced_controller_leaves_the_new_owner_in_place_when_it_closes(
+    wire: str,
+) -> None:
+    """A controller whose heartbeat stalled loses the PLC to another; it has not read the
+    header since when it closes. Its release must not take the PLC from the live owner."""
+    async with open_rig(wire, read=False) as rig:
+        first, second = lazy(rig.second_adapter()), lazy(rig.adapter)
+        first.start()
+        try:
+            await owns(rig, first)
+            first.suspend_heartbeat()
+            await wait_for(lambda: rig.plc.safe_state, "the first one's lease lapsed")
+            second.start()
+            await owns(rig, second)
+            assert first.connected  # it has not looked since it connected
+        finally:
+            await first.aclose()
+        assert owner(rig) == second.owner_id
+        await asyncio.sleep(0.3)  # many PLC scans: the PLC stays owned
+        assert owner(rig) == second.owner_id
+        assert not rig.plc.safe_state

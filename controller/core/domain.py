@@ -132,6 +132,10 @@ class DestinationReply(NamedTuple):
     tracking_id: int
     lane: int
     reason: Reason
+    request_seq: int | None = None
+    """The ``seq`` of the destination request it answers (None: not known). A sorter that
+    can see a newer request for the tracking id drops the reply: it answers an earlier lap
+    or an earlier parcel, and must not steer the one the PLC tracks now."""
 
 
 class DivertConfirmation(NamedTuple):

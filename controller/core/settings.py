@@ -84,8 +84,10 @@ class Line(Strict):
     (2 × ``belt.loop_s``, 120 s with the default belt); it must exceed one loop (and the
     ride to the first divert, if that is longer)."""
     journal_backlog_max: int = Field(default=1_000_000, ge=1)
-    """Journal entries the line keeps in memory while the journal refuses writes; beyond
-    this, entries are logged in full instead, counted, and an alarm says how many."""
+    """Journal entries the line keeps in memory while the journal refuses writes. At the
+    cap the line takes no further telegram (the PLC's mailbox holds them) until the journal
+    takes some; other entries beyond it are logged in full, counted, and an alarm says how
+    many."""
     lanes: list[Lane] = Field(min_length=1)
 
     @model_validator(mode="after")

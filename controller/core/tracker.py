@@ -142,6 +142,7 @@ class _Pending:
     parcel: Parcel
     deadline: float
     cutoff: float
+    request_seq: int  # the request answered: its reply names it (DestinationReply.request_seq)
     phase: Phase = Phase.GATHERING
     inputs: PolicyInputs | None = None
     decision: Decision | None = None
@@ -211,7 +212,9 @@ if TYPE_CHECKING:
     def _record(fields: tuple[tuple[JournalEntry, ...], int | None], /) -> Record: ...
     def _gather(fields: tuple[int, str, float], /) -> Gather: ...
     def _reply(fields: tuple[DestinationReply, tuple[Reason, ...]], /) -> Reply: ...
-    def _destination_reply(fields: tuple[str, int, int, Reason], /) -> DestinationReply: ...
+    def _destination_reply(
+        fields: tuple[str, int, int, Reason, int | None], /
+    ) -> DestinationReply: ...
     def _policy_inputs(
         fields: tuple[bool, RiskResult | None, XrayResult, bool, float, ReviewOutcome | None], /
     ) -> PolicyInputs: ...
@@ -325,7 +328,7 @@ class LineTracker:
             return [*lost, *self.request(request, now)]  # now a first scan
         parcel, entries = self._admit(request, now)
         scan_time = request.scan_time
-        pending = _Pending(parcel, scan_time + self._window, scan_time + self._cutoff)
+        pending = _Pending(parcel, scan_time + self._window, scan_time + self._cutoff, request.seq)
         self.pending[parcel.tracking_id] = pending
         version = self.policy.version
         if request.fault:
@@ -363,7 +366,7 @@ class LineTracker:
         parcel.laps += 1
         parcel.stamps[_SCANNED] = now
         lap = {"seq": request.seq, "scan_time": request.scan_time, "lap": parcel.laps}
-        if request.barcode and not parcel.hawb:  # a no-read, read this lap: it has a HAWB now
+        if request.barcode and not request.fault and not parcel.hawb:  # read at last: its HAWB
             parcel.hawb = request.barcode
             lap["read_on_lap"] = parcel.laps
         return parcel, (self._entry(_TRANSITION, parcel, now, previous, _SCANNED, data=lap),)
@@ -475,7 +478,9 @@ class LineTracker:
         self.load.assigned(lane, now)
         reasons = decision.reasons
         self.kpis.decided(self._line_id, lane, reasons)
-        reply = _destination_reply((self._line_id, tracking_id, lane, reasons[0]))
+        reply = _destination_reply(
+            (self._line_id, tracking_id, lane, reasons[0], pending.request_seq)
+        )
         return [_reply((reply, reasons))]
 
     def _lane_for(self, destination: LaneKind, now: float) -> int | None:
