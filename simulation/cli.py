@@ -15,7 +15,14 @@ from urllib.parse import urlsplit
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -28,7 +35,20 @@ from simulation.replay import replay as run_replay
 from simulation.report import write_report
 from simulation.run import TwinRun, run_fast, stop_time_s
 from simulation.scenario import ScenarioBundle, load_scenario
-from simulation.sweep import grid, run_sweep, write_sweep
+from simulation.sweep import (
+    ClusterError,
+    GridPoint,
+    LocalPorts,
+    chunks,
+    dask_client,
+    default_chunk_size,
+    grid,
+    port_range,
+    scheduler_address,
+    sweep_on,
+    worker_slots,
+    write_sweep,
+)
 
 FIDELITIES = ("fast", "full")
 DASK_PORT = 8786
@@ -202,6 +222,65 @@ def reachable(address: str) -> None:
         fail(f"--scheduler: no Dask scheduler answers at {address} ({exc.strerror or exc})")
 
 
+def _port_range(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        return port_range(text)
+    except ValueError as exc:
+        fail(f"--worker-ports: {exc}")
+
+
+def run_sweep_with_progress(
+    scenario: Path,
+    points: list[GridPoint],
+    address: str | None,
+    workers: int,
+    ports: LocalPorts,
+    hours: float | None,
+    chunk_size: int | None,
+    name: str,
+) -> list[dict[str, Any]]:
+    """Start (or reach) the cluster once, then run the grid under a progress bar over points."""
+    starting = console.status("starting Dask" if address is None else f"reaching {address}")
+    with starting, dask_client(address, workers, ports) as client:
+        starting.stop()
+        slots = worker_slots(client)
+        size = chunk_size or default_chunk_size(len(points), slots)
+        console.print(
+            f"{len(points)} variant(s) of {name} in {len(chunks(points, size))} chunk(s) on "
+            f"{slots} Dask worker thread(s)"
+        )
+        console.print(f"scheduler: {scheduler_address(client)}", soft_wrap=True)
+        if ports.dashboard and not address:
+            console.print(f"dashboard: {client.dashboard_link}", soft_wrap=True)
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("variants"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        # Two refreshes a second: the bar shares the CPUs with the local workers.
+        with Progress(*columns, console=console, refresh_per_second=2) as bar:
+            task = bar.add_task(name, total=len(points))
+            return sweep_on(
+                client,
+                scenario,
+                points,
+                hours,
+                size,
+                on_progress=lambda done: bar.update(task, completed=done),
+            )
+
+
+def _port(value: int | None, option: str) -> int | None:
+    if value is not None and not 1 <= value <= 65535:
+        fail(f"{option}: expected a port 1-65535, got {value}")
+    return value
+
+
 def sweep(
     scenario: Annotated[Path, typer.Argument(help="Base scenario file (YAML).")],
     officers: Annotated[
@@ -226,10 +305,31 @@ def sweep(
     scheduler: Annotated[
         str | None,
         typer.Option(
-            help="Address of an existing Dask scheduler (default: start a local cluster)."
+            help="Address of an existing Dask scheduler, e.g. tcp://host:8786 (default: start "
+            "a local cluster). Its workers need this project and the scenario files at the "
+            "same path."
         ),
     ] = None,
     workers: Annotated[int, typer.Option(help="Worker processes of the local cluster.")] = 2,
+    scheduler_port: Annotated[
+        int | None,
+        typer.Option(help="Local cluster: the scheduler's port (default: any free port)."),
+    ] = None,
+    dashboard_port: Annotated[
+        int | None,
+        typer.Option(help="Local cluster: serve the Dask dashboard on this port (default: none)."),
+    ] = None,
+    worker_ports: Annotated[
+        str | None,
+        typer.Option(
+            help="Local cluster: ports FIRST:LAST for the workers and their nannies, two per "
+            "worker (default: any free ports)."
+        ),
+    ] = None,
+    chunk_size: Annotated[
+        int | None,
+        typer.Option(help="Grid points per Dask task (default: a few tasks per worker)."),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default: reports/SCENARIO-sweep).")
     ] = None,
@@ -248,16 +348,36 @@ def sweep(
     )
     if workers < 1:
         fail(f"--workers: expected at least 1, got {workers}")
+    if chunk_size is not None and chunk_size < 1:
+        fail(f"--chunk-size: expected at least 1, got {chunk_size}")
+    ports = LocalPorts(
+        scheduler=_port(scheduler_port, "--scheduler-port") or 0,
+        dashboard=_port(dashboard_port, "--dashboard-port"),
+        workers=_port_range(worker_ports),
+    )
     if scheduler:
+        pinned = [
+            option
+            for option, value in (
+                ("--scheduler-port", scheduler_port),
+                ("--dashboard-port", dashboard_port),
+                ("--worker-ports", worker_ports),
+            )
+            if value is not None
+        ]
+        if pinned:
+            fail(f"{pinned[0]}: only for a local cluster, not with --scheduler")
         reachable(scheduler)
     folder = out or Path("reports") / f"{base.scenario.name}-sweep"
     writing(folder, lambda: folder.mkdir(parents=True, exist_ok=True))
-    console.print(f"{len(points)} variant(s) of {base.scenario.name} on Dask ...")
-    with console.status("running the grid"):
-        try:
-            rows = run_sweep(scenario, points, scheduler, workers, hours=hours)
-        except OSError as exc:  # the scheduler went away, or a cluster could not start
-            fail(f"--scheduler: the Dask cluster failed: {exc}")
+    try:
+        rows = run_sweep_with_progress(
+            scenario, points, scheduler, workers, ports, hours, chunk_size, base.scenario.name
+        )
+    except ClusterError as exc:
+        fail(f"{exc.option}: {exc.message}")
+    except OSError as exc:  # the scheduler or a worker went away during the sweep
+        fail(f"--scheduler: the Dask cluster failed: {exc}")
     writing(folder, lambda: write_sweep(rows, folder))
     table = Table(title="sweep", title_justify="left")
     for column in (
@@ -274,7 +394,14 @@ def sweep(
     for row in rows:
         if row.get("error"):
             table.add_row(
-                str(row["officers"]), "-", "-", "-", f"[red]{row['error']}[/red]", "", "", ""
+                str(row["officers"]),
+                "-",
+                "-",
+                "-",
+                f"[red]{escape(row['error'])}[/red]",
+                "",
+                "",
+                "",
             )
             continue
         table.add_row(
