@@ -14,8 +14,15 @@ import pytest
 import sqlalchemy as sa
 
 from controller.core.domain import EntryKind, JournalEntry
+from controller.core.link import LinkState
 from controller.core.reasons import Reason
-from controller.store.forwarder import JournalForwarder, target_name
+from controller.store import chain
+from controller.store.forwarder import (
+    JournalForwarder,
+    SiteConflictError,
+    target_name,
+    watermark_key,
+)
 from controller.store.journal import SqliteJournal
 from controller.store.read import count_entries, read_entries, read_watermarks
 from tests.support import max_loop_lag
@@ -157,7 +164,7 @@ async def test_ships_every_row_verbatim(journal: SqliteJournal, central_url: str
     assert status.last_error is None
     assert (status.backlog, status.shipped_total, status.watermark) == (0, 250, 250)
     assert read_entries(central_url) == read_entries(journal.path)
-    assert read_watermarks(journal.path) == {target_name(central_url): 250}
+    assert read_watermarks(journal.path) == {watermark_key(central_url, SITE): 250}
 
 
 async def test_idempotent_when_repeated_or_watermark_reset(
@@ -189,6 +196,134 @@ async def test_sites_share_one_central_database(tmp_path: Path, central_url: str
             assert await drain(forwarder) == 10
     assert count_entries(central_url, site="HUB1") == 10
     assert count_entries(central_url, site="HUB2") == 10
+
+
+async def test_a_second_journal_under_a_shipped_site_id_is_refused_not_merged(
+    tmp_path: Path, central_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two hosts forwarding as one site (or a journal started afresh under an old id): the
+    central copy keeps the first one's rows, nothing of the second is shipped or marked
+    shipped, and the forwarder says why instead of counting the clash as shipped."""
+    caplog.set_level(logging.INFO, logger=FORWARDER_LOG)
+    first, second = tmp_path / "host1" / "journal.sqlite", tmp_path / "host2" / "journal.sqlite"
+    async with SqliteJournal(first, SITE) as journal:
+        await journal.write([entry(i) for i in range(10)])
+    async with SqliteJournal(second, SITE) as journal:
+        await journal.write([entry(i) for i in range(100, 112)])
+    async with JournalForwarder(first, central_url, SITE) as forwarder:
+        assert await drain(forwarder) == 10
+    shipped = read_entries(central_url)
+
+    async with JournalForwarder(second, central_url, SITE, interval_s=0.02) as forwarder:
+        with pytest.raises(SiteConflictError, match="seq 1") as raised:
+            await forwarder.forward_once()
+        assert f"another host forwards as {SITE!r}" in str(raised.value)
+        assert forwarder.link_state is LinkState.DEGRADED
+        assert forwarder.status.last_error is not None
+        assert forwarder.status.last_error.startswith("SiteConflictError")
+        assert forwarder.status.shipped_total == 0
+
+        task = asyncio.create_task(forwarder.run())  # keeps refusing; says so once
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    assert read_entries(central_url) == shipped  # the first host's rows, untouched
+    assert count_entries(central_url) == 10  # none of the second's 11th and 12th either
+    assert read_watermarks(second) == {}
+    refusals = forwarder_records(caplog, logging.ERROR)
+    assert len(refusals) == 1
+    assert refusals[0].exc_info is None  # a site's mistake, told in one line
+    assert "refused" in refusals[0].getMessage()
+
+
+async def test_a_row_shipped_again_must_match_the_central_copy(
+    journal: SqliteJournal, central_url: str
+) -> None:
+    """Rows re-shipped after a crash (the watermark not yet written) are compared, not
+    trusted: a central row edited meanwhile stops the copy instead of being taken as sent."""
+    await journal.write([entry(i) for i in range(6)])
+    async with JournalForwarder(journal.path, central_url, SITE) as forwarder:
+        assert await drain(forwarder) == 6
+    engine = sa.create_engine(central_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE journal SET hawb = 'EDITED' WHERE seq = 4"))
+    engine.dispose()
+    local = sqlite3.connect(journal.path)
+    local.execute("DELETE FROM forward_state")  # as if the watermark's write was lost
+    local.commit()
+    local.close()
+    await journal.write([entry(6)])
+    async with JournalForwarder(journal.path, central_url, SITE) as forwarder:
+        with pytest.raises(SiteConflictError, match="seq 4"):
+            await forwarder.forward_once()
+    assert count_entries(central_url) == 6  # the batch's new row was not committed either
+
+
+async def test_each_site_in_a_journal_file_ships_from_its_own_watermark(
+    tmp_path: Path, central_url: str
+) -> None:
+    """A site renamed without a new journal file: the new id's rows start at seq 1 again and
+    must not be skipped as if the old id's watermark covered them."""
+    path = tmp_path / "journal.sqlite"
+    async with SqliteJournal(path, "OLD-ID") as journal:
+        await journal.write([entry(i) for i in range(20)])
+    async with JournalForwarder(path, central_url, "OLD-ID") as forwarder:
+        assert await drain(forwarder) == 20
+    async with SqliteJournal(path, "NEW-ID") as journal:
+        await journal.write([entry(i) for i in range(5)])
+    async with JournalForwarder(path, central_url, "NEW-ID") as forwarder:
+        assert await drain(forwarder) == 5
+    assert read_entries(central_url, site="NEW-ID") == read_entries(path, site="NEW-ID")
+    assert read_watermarks(path) == {
+        watermark_key(central_url, "OLD-ID"): 20,
+        watermark_key(central_url, "NEW-ID"): 5,
+    }
+
+
+async def test_a_watermark_of_an_older_release_goes_on_where_it_stood(
+    journal: SqliteJournal, central_url: str
+) -> None:
+    """Releases before per-site watermarks kept one per central database: a file of one
+    site takes it over (its rows are not shipped all over again) and drops the old key."""
+    await journal.write([entry(i) for i in range(30)])
+    async with JournalForwarder(journal.path, central_url, SITE, batch=20) as forwarder:
+        assert await forwarder.forward_once() == 20
+    local = sqlite3.connect(journal.path)
+    local.execute("UPDATE forward_state SET target = ?", (target_name(central_url),))
+    local.commit()
+    local.close()
+    async with JournalForwarder(journal.path, central_url, SITE) as forwarder:
+        assert await drain(forwarder) == 10
+    assert read_watermarks(journal.path) == {watermark_key(central_url, SITE): 30}
+    assert read_entries(central_url) == read_entries(journal.path)
+
+
+async def test_an_older_watermark_in_a_file_of_two_sites_is_not_trusted(
+    tmp_path: Path, central_url: str
+) -> None:
+    """Whose rows an old per-database watermark counted is unknown once a file holds two
+    sites: each ships from seq 1 (rows the central copy has are compared and skipped)."""
+    path = tmp_path / "journal.sqlite"
+    for site in ("OLD-ID", "NEW-ID"):
+        async with SqliteJournal(path, site) as journal:
+            await journal.write([entry(i) for i in range(8)])
+    async with JournalForwarder(path, central_url, "OLD-ID") as forwarder:
+        assert await drain(forwarder) == 8
+    local = sqlite3.connect(path)
+    local.execute("UPDATE forward_state SET target = ?", (target_name(central_url),))
+    local.commit()
+    local.close()
+    async with JournalForwarder(path, central_url, "NEW-ID") as forwarder:
+        assert await drain(forwarder) == 8
+    async with JournalForwarder(path, central_url, "OLD-ID") as forwarder:
+        assert await drain(forwarder) == 8  # shipped again, found equal, nothing doubled
+    assert read_entries(central_url) == read_entries(path)
+    assert [(c.site, c.entries, c.ok) for c in chain.verify(central_url)] == [
+        ("NEW-ID", 8, True),
+        ("OLD-ID", 8, True),
+    ]
 
 
 async def test_run_keeps_shipping_until_cancelled(journal: SqliteJournal, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from controller.core.link import LinkState
 from controller.store import chain
-from controller.store.forwarder import JournalForwarder, target_name
+from controller.store.forwarder import JournalForwarder, watermark_key
 from controller.store.journal import SqliteJournal
 from controller.store.read import read_entries, read_watermarks
 from tests.test_forwarder import FORWARDER_LOG, SITE, entry, forwarder_records, wait_until
@@ -225,7 +225,7 @@ async def test_a_link_that_freezes_is_cut_reported_once_and_nothing_is_lost(
         assert fwd.status.connected
         assert link_of(fwd) is LinkState.UP
     assert read_entries(pg_url) == read_entries(journal.path)
-    assert read_watermarks(journal.path) == {target_name(central): 25}
+    assert read_watermarks(journal.path) == {watermark_key(central, SITE): 25}
     assert [(c.site, c.entries, c.ok) for c in chain.verify(pg_url)] == [(SITE, 25, True)]
     assert len(forwarder_records(caplog, logging.WARNING)) == 1
     recoveries = forwarder_records(caplog, logging.INFO)

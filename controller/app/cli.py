@@ -26,6 +26,7 @@ from typer.core import TyperGroup
 from controller import __version__
 from controller.app import command_cli
 from controller.app.audit_cli import audit_app
+from controller.app.central_cli import central_app
 from controller.app.preflight import machine_problems
 from controller.app.registry import Command, default_registry, resolve
 from controller.app.services import Services, StartupError
@@ -282,6 +283,7 @@ def _pct(value: float | None) -> str:
 app.add_typer(config_app, name="config")
 app.add_typer(users_app, name="user")
 app.add_typer(audit_app, name="audit")
+app.add_typer(central_app, name="central")
 command_cli.register(app)  # hold, lift, inspect, verdict, ack, close: to the running controller
 
 

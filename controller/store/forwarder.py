@@ -9,6 +9,14 @@ event loop, and it never touches the journal writer (WAL readers do not block th
 Rows go out with their hash-chain columns as stored (:mod:`controller.store.chain`), so the
 central copy verifies like the local journal.
 
+Many sites share one central database, each under its own site id. A row the central copy
+already holds is expected after a crash between the central commit and the watermark's write;
+it is then compared with the local row, and a different one (two hosts forwarding under one
+site id, or a journal started afresh under an old id) stops the copy with
+:class:`SiteConflictError` before anything of the batch is committed: rows are never merged
+or silently dropped. The watermark is kept per site and target (:func:`watermark_key`), so a
+journal file that changed its site id ships the new site's rows from ``seq`` 1.
+
 A central database that stops answering without closing the connection (a hung server, a
 dropped network path that the kernel still acknowledges) never gives TCP a reason to fail.
 So the forwarder watches its own calls: connecting is bounded by ``connect_timeout_s``, and a
@@ -31,7 +39,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,7 +53,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from controller.core.link import LinkState
 from controller.core.views import ForwarderView
-from controller.store import migrate
+from controller.store import chain, migrate
 from controller.store.schema import forward_state_table, journal_table
 from controller.store.sqlite import sqlite_engine, sqlite_url
 
@@ -66,6 +74,30 @@ class _Cycle:
     shipped: int
     backlog: int
     watermark: int
+
+
+class SiteConflictError(Exception):
+    """The central database holds a different row under this site's ``(site, seq)``.
+
+    Two hosts forward under one site id, or this journal was started afresh under the id of
+    one already shipped. Nothing of the batch was committed and the watermark stays where it
+    was: the rows wait locally until a person decides (a distinct site id, or a cleaned-up
+    central copy).
+    """
+
+    def __init__(
+        self, site: str, seq: int, central_hash: str | None, local_hash: str | None
+    ) -> None:
+        super().__init__(
+            f"site {site!r}: the central database already holds a different seq {seq} "
+            f"(hash {_short(central_hash)}, this journal's {_short(local_hash)}); another host "
+            f"forwards as {site!r} or this journal was started afresh; nothing shipped"
+        )
+        self.site = site
+        self.seq = seq
+        self.backlog = 0
+        """Rows waiting locally (set by the copy that found the clash)."""
+        self.watermark = 0
 
 
 class CentralUnavailableError(Exception):
@@ -139,6 +171,15 @@ def target_name(central_url: str) -> str:
     return bare.render_as_string(hide_password=False)
 
 
+def watermark_key(central_url: str, site: str) -> str:
+    """The local watermark's key: the central database (:func:`target_name`) and the site.
+
+    One journal file may hold rows of two site ids (a site renamed without a new file); each
+    site's rows are shipped from their own watermark, never from the other's.
+    """
+    return f"{target_name(central_url)}#{site}"
+
+
 def describe_error(exc: BaseException) -> str:
     """The first line of the driver's message, without SQLAlchemy's boilerplate."""
     cause = getattr(exc, "orig", None) or exc
@@ -197,6 +238,7 @@ class JournalForwarder:
         self.central_url = central_url
         self.site = site
         self.target = target_name(central_url)
+        self.watermark_key = watermark_key(central_url, site)
         self.interval_s = interval_s
         self.batch = batch
         self.backoff_cap_s = max(backoff_cap_s, interval_s)
@@ -205,6 +247,7 @@ class JournalForwarder:
         self._local: sa.Engine | None = None
         self._central: _Central | None = None
         self._local_ready = False
+        self._legacy_watermark = False  # adopted from a release that keyed it by target alone
         self._lock = asyncio.Lock()
         self._inflight: tuple[asyncio.Future[_Cycle], _Central] | None = None
         self._connected = False
@@ -277,11 +320,14 @@ class JournalForwarder:
         while True:
             try:
                 shipped, ok = await self._forward()
-            except Exception:
+            except Exception as exc:
                 shipped, ok = 0, False
                 if not self._faulted:
                     self._faulted = True
-                    log.exception("journal forwarding to %s failed; retrying", self.target)
+                    if isinstance(exc, SiteConflictError):  # a site's mistake, not a crash
+                        log.error("journal forwarding to %s refused: %s", self.target, exc)
+                    else:
+                        log.exception("journal forwarding to %s failed; retrying", self.target)
             else:
                 if ok and self._faulted:
                     self._faulted = False
@@ -309,6 +355,12 @@ class JournalForwarder:
             except CentralUnavailableError as exc:
                 self._on_outage(str(exc), exc.backlog, exc.watermark, stalled=exc.stalled)
                 return 0, False
+            except SiteConflictError as exc:  # nothing ships until a person decides
+                self._connected = False  # so every view shows last_error, not "connected"
+                self._backlog, self._watermark = exc.backlog, exc.watermark
+                self._last_error = describe_error(exc)
+                self._link = LinkState.DEGRADED
+                raise
             except Exception as exc:
                 self._last_error = describe_error(exc)
                 self._link = LinkState.DEGRADED
@@ -410,11 +462,13 @@ class JournalForwarder:
                 migrate.upgrade(central.engine)
                 central.migrated = True
             if rows:
-                with central.engine.begin() as cconn:
-                    cconn.execute(_insert_ignoring_duplicates(central.engine.dialect.name), rows)
+                self._ship(central.engine, rows)
             else:
                 with central.engine.connect() as cconn:
                     cconn.execute(sa.select(1))
+        except SiteConflictError as exc:
+            exc.backlog, exc.watermark = backlog, watermark
+            raise
         except Exception as exc:
             if is_outage(exc):
                 raise CentralUnavailableError(exc, backlog, watermark) from exc
@@ -426,6 +480,42 @@ class JournalForwarder:
         new_watermark = int(rows[-1]["seq"])
         self._write_watermark(local, new_watermark)
         return _Cycle(shipped=len(rows), backlog=backlog - len(rows), watermark=new_watermark)
+
+    def _ship(self, engine: sa.Engine, rows: list[dict[str, Any]]) -> None:
+        """Commit ``rows`` centrally, or raise :class:`SiteConflictError`.
+
+        A plain insert first: it commits only when no key was there, so every row is this
+        journal's. Should any key be there (shipped before a crash, or another host's under
+        this site id), that insert fails whole and a second transaction inserts the rest,
+        skipping keys it finds, and compares each row it skipped with the local one.
+        """
+        try:
+            with engine.begin() as cconn:
+                cconn.execute(sa.insert(journal_table), rows)
+            return
+        except sa.exc.IntegrityError:
+            pass  # the slow path below names what was there (or raises what else failed)
+        with engine.begin() as cconn:
+            insert = _insert_ignoring_duplicates(engine.dialect.name)
+            inserted: set[int] = set(cconn.execute(insert, rows).scalars())
+            if len(inserted) < len(rows):  # the same rows again, or a clash
+                self._check_present(cconn, [r for r in rows if r["seq"] not in inserted])
+
+    def _check_present(self, cconn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+        """Raise :class:`SiteConflictError` unless the central copy holds exactly ``rows``
+        (which it refused to insert again); in the batch's transaction, so a clash commits
+        nothing."""
+        j = journal_table.c
+        seqs = [int(row["seq"]) for row in rows]
+        stmt = sa.select(journal_table).where(
+            j.site == self.site, j.seq >= min(seqs), j.seq <= max(seqs)
+        )
+        there = {int(row["seq"]): row for row in cconn.execute(stmt).mappings()}
+        for row in rows:
+            central_row = there.get(int(row["seq"]))
+            if central_row is None or not _same_row(row, central_row):
+                central_hash = None if central_row is None else central_row["hash"]
+                raise SiteConflictError(self.site, int(row["seq"]), central_hash, row["hash"])
 
     def _local_engine(self) -> sa.Engine:
         if self._local is None:
@@ -463,10 +553,26 @@ class JournalForwarder:
         )
 
     def _read_watermark(self, conn: sa.Connection) -> int:
-        stmt = sa.select(forward_state_table.c.last_seq).where(
-            forward_state_table.c.target == self.target
+        """This site's watermark for the target; a release before per-site watermarks kept
+        one per target (its key the bare target name), which counts only where every row of
+        the file is this site's (else this site ships from ``seq`` 1: the central insert
+        ignores rows it has)."""
+        f = forward_state_table.c
+        stmt = sa.select(f.target, f.last_seq).where(
+            f.target.in_([self.watermark_key, self.target])
         )
-        return int(conn.execute(stmt).scalar_one_or_none() or 0)
+        marks = {str(row.target): int(row.last_seq) for row in conn.execute(stmt)}
+        if self.watermark_key in marks:
+            return marks[self.watermark_key]
+        legacy = marks.get(self.target)
+        if legacy is None:
+            return 0
+        j = journal_table.c
+        # Two lookups on the primary key's leading column (one min-max select scans it all).
+        lowest = conn.execute(sa.select(sa.func.min(j.site))).scalar()
+        highest = conn.execute(sa.select(sa.func.max(j.site))).scalar()
+        self._legacy_watermark = lowest == highest == self.site
+        return legacy if self._legacy_watermark else 0
 
     def _count_after(self, conn: sa.Connection, watermark: int) -> int:
         stmt = (
@@ -477,9 +583,10 @@ class JournalForwarder:
         return int(conn.execute(stmt).scalar_one())
 
     def _write_watermark(self, local: sa.Engine, last_seq: int) -> None:
-        """Advance (never lower) the watermark; lowering it is an operator's decision."""
+        """Advance (never lower) the watermark; lowering it is an operator's decision. An
+        adopted watermark of an older release is replaced by this site's, in one commit."""
         stmt = sqlite.insert(forward_state_table).values(
-            target=self.target, last_seq=last_seq, updated_at=datetime.now(UTC)
+            target=self.watermark_key, last_seq=last_seq, updated_at=datetime.now(UTC)
         )
         stmt = stmt.on_conflict_do_update(
             index_elements=[forward_state_table.c.target],
@@ -491,6 +598,10 @@ class JournalForwarder:
         writer = local.execution_options(sqlite_begin="IMMEDIATE")
         with writer.begin() as conn:
             conn.execute(stmt)
+            if self._legacy_watermark:
+                f = forward_state_table.c
+                conn.execute(sa.delete(forward_state_table).where(f.target == self.target))
+        self._legacy_watermark = False
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -545,12 +656,27 @@ def _shut_down(dbapi_connection: Any) -> None:
 
 
 def _insert_ignoring_duplicates(dialect: str) -> sa.Insert:
+    """Insert rows, skipping those whose ``(site, seq)`` is there; returns the inserted seqs."""
+    key = [journal_table.c.site, journal_table.c.seq]
+    stmt: postgresql.Insert | sqlite.Insert
     if dialect == "postgresql":
-        return postgresql.insert(journal_table).on_conflict_do_nothing(
-            index_elements=[journal_table.c.site, journal_table.c.seq]
-        )
-    if dialect == "sqlite":
-        return sqlite.insert(journal_table).on_conflict_do_nothing(
-            index_elements=[journal_table.c.site, journal_table.c.seq]
-        )
-    raise ValueError(f"unsupported central database {dialect!r}")
+        stmt = postgresql.insert(journal_table).on_conflict_do_nothing(index_elements=key)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(journal_table).on_conflict_do_nothing(index_elements=key)
+    else:
+        raise ValueError(f"unsupported central database {dialect!r}")
+    return stmt.returning(journal_table.c.seq)
+
+
+def _same_row(local: Mapping[Any, Any], central: Mapping[Any, Any]) -> bool:
+    """Whether two copies of a journal row agree on every audited field and the hash."""
+    if local["hash"] != central["hash"]:
+        return False
+    try:
+        return chain.canonical(local) == chain.canonical(central)
+    except (TypeError, ValueError):  # a value no writer stores: not the row shipped
+        return False
+
+
+def _short(digest: str | None) -> str:
+    return "none" if digest is None else digest[:12]
