@@ -24,6 +24,7 @@ from controller.core.clock import Clock, MonotonicClock
 from controller.core.domain import XrayResult
 from controller.core.holds import Holds
 from controller.core.ports import ImageSource, ReviewQueue, ScanImage, SorterPort, XrayPort
+from controller.events.mqtt import MqttPublisher
 from controller.lines import Controller
 from controller.risk.book import RiskBook
 from controller.risk.feeds import RiskFeed
@@ -171,6 +172,8 @@ class Parts:
     controller: Controller
     images: ImageShelf | None = None
     """The latest scanner images, for the console's review station."""
+    events: MqttPublisher | None = None
+    """Publishes the journal, lane states and KPIs to the site's MQTT broker."""
     named: list[tuple[str, object]] = field(default_factory=list)
     """Every adapter with its name, in start order (stopped in reverse)."""
 
@@ -200,6 +203,16 @@ def assemble(config: SiteConfig, registry: Registry) -> Parts:
             config.store.forward_batch,
         )
         if config.store.central_url
+        else None
+    )
+    events = (
+        MqttPublisher(
+            config.events,
+            config.site.id,
+            config.store.journal_path,
+            {line.id: {lane.id: str(lane.kind) for lane in line.lanes} for line in config.lines},
+        )
+        if config.events
         else None
     )
     images = ImageShelf() if config.console.enabled else None
@@ -254,6 +267,7 @@ def assemble(config: SiteConfig, registry: Registry) -> Parts:
         feeds=feeds,
         controller=controller,
         images=images,
+        events=events,
         named=_distinct(named),
     )
     plant.connect(parts)

@@ -1,13 +1,13 @@
 """One site's services with one lifecycle: built from the site file, started and stopped as one.
 
 :class:`Services` enters every part with an ``async with`` on one
-:class:`contextlib.AsyncExitStack`, in dependency order (journal, forwarder, alarms, then the
-adapters), recovers the parcels and holds the journal shows open, loads the risk feeds, and
-:meth:`Services.run` serves with every background task in one :class:`asyncio.TaskGroup`.
-Leaving stops them in reverse, each step bounded: adapters close (links drop, the inference
-session ends), pending alarm rows and threat reports are written, the forwarder ships the
-journal tail, and the journal flushes last. Every adapter's link state is one call away
-(:meth:`Services.links`).
+:class:`contextlib.AsyncExitStack`, in dependency order (journal, event publisher, forwarder,
+alarms, then the adapters), recovers the parcels and holds the journal shows open, loads the
+risk feeds, and :meth:`Services.run` serves with every background task in one
+:class:`asyncio.TaskGroup`. Leaving stops them in reverse, each step bounded: adapters close
+(links drop, the inference session ends), pending alarm rows and threat reports are written,
+the forwarder ships the journal tail, the event publisher publishes it, and the journal
+flushes last. Every adapter's link state is one call away (:meth:`Services.links`).
 """
 
 from __future__ import annotations
@@ -34,9 +34,11 @@ from controller.console.server import ConsoleServer
 from controller.core.clock import Clock
 from controller.core.link import LinkState
 from controller.core.views import AlarmView, SiteView, XrayView
+from controller.events.mqtt import MqttPublisher
 from controller.lines import Controller
 from controller.recovery import hold_on_clock, recover
 from controller.risk.book import RiskBook
+from controller.scada.opcua import ScadaServer
 from controller.store.audit import SqlAuditLog
 from controller.store.forwarder import JournalForwarder
 from controller.store.journal import SqliteJournal
@@ -79,12 +81,15 @@ class Services:
         self.journal: SqliteJournal = parts.journal
         self.alarms: Alarms = parts.alarms
         self.forwarder: JournalForwarder | None = parts.forwarder
+        self.events: MqttPublisher | None = parts.events
         self.book: RiskBook = parts.book
         self.clock: Clock = parts.clock
         self.plant: Plant = parts.plant
         self._stack: contextlib.AsyncExitStack | None = None
         self.console: ConsoleServer | None = None
         """The console while the services run (its ``url`` names where)."""
+        self.scada: ScadaServer | None = None
+        """The SCADA OPC UA server while the services run (its ``endpoint`` names where)."""
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -98,6 +103,8 @@ class Services:
         stack = contextlib.AsyncExitStack()
         try:
             await stack.enter_async_context(self.journal)  # stops last: every row lands
+            if self.events is not None:  # next: it reads where the earlier runs' rows end
+                await stack.enter_async_context(bounded(self.events, "events"))
             if self.forwarder is not None:
                 await stack.enter_async_context(bounded(self.forwarder, "forwarder"))
                 stack.push_async_callback(self._ship_tail, self.forwarder)
@@ -124,6 +131,11 @@ class Services:
                     self.console = await stack.enter_async_context(self._console())
                 except Exception as exc:
                     raise StartupError("console", exc) from exc
+            if self.config.scada.enabled:
+                try:
+                    self.scada = await stack.enter_async_context(self._scada())
+                except Exception as exc:
+                    raise StartupError("scada", exc) from exc
         except BaseException:
             await stack.aclose()
             raise
@@ -172,6 +184,18 @@ class Services:
         finally:
             await audit.aclose()
             await asyncio.to_thread(users.close)
+
+    def _scada(self) -> ScadaServer:
+        """The SCADA server over this site's snapshots (read-only; docs/scada.md)."""
+        config = self.config
+        return ScadaServer(
+            config.scada,
+            self.snapshot,
+            lane_kinds={
+                line.id: {lane.id: str(lane.kind) for lane in line.lanes} for line in config.lines
+            },
+            speed=float(getattr(self.clock, "speed", 1.0)),
+        )
 
     async def _ship_tail(self, forwarder: JournalForwarder) -> None:
         """Ship what the central database still lacks, for at most :data:`SHIP_LIMIT_S`;
@@ -264,6 +288,8 @@ class Services:
             work.append(("risk feeds", self.book.run([f for f, _ in self.parts.feeds], poll)))
         if self.forwarder is not None:
             work.append(("forwarder", self.forwarder.run()))
+        if self.events is not None:
+            work.append(("events", self.events.run(self.snapshot)))
         intake = self.parts.intake
         if intake is not None:
             work.append(("intake matcher", intake.matcher.run()))
@@ -305,10 +331,13 @@ class Services:
 
     def links(self) -> dict[str, LinkState]:
         """The link state of every part that has one (sorters, feeds, the inference service,
-        the central database), read from plain attributes: no client is asked."""
+        the central database, the event broker), read from plain attributes: no client is
+        asked."""
         states: dict[str, LinkState] = {}
         if self.forwarder is not None:
             states["central database"] = self.forwarder.link_state
+        if self.events is not None:
+            states["event broker"] = self.events.link_state
         if self.parts.feeds:
             states["risk feeds"] = self.book.link_state
         for name, part in self.parts.named:

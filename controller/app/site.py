@@ -37,7 +37,9 @@ from controller.app.preflight import absolute_paths, with_absolute_paths
 from controller.app.registry import Kind, Registry, default_registry, type_of
 from controller.console.settings import ConsoleSettings
 from controller.core.settings import WRITTEN, ConfigError, Line, SiteCore, Strict, validate
+from controller.events.settings import MqttEventsSettings
 from controller.intake.settings import Intake
+from controller.scada.settings import ScadaSettings
 
 
 class Store(Strict):
@@ -115,9 +117,14 @@ class SiteConfig(SiteCore, _StaticOnly):
     """The local channel operators' and officers' commands arrive on (``cargogate hold``...)."""
     console: ConsoleSettings = ConsoleSettings()
     """The web console and HTTP API (on by default)."""
+    scada: ScadaSettings = ScadaSettings()
+    """The read-only OPC UA server SCADA and historians read (off by default; docs/scada.md)."""
     risk_feeds: list[BaseModel] = Field(default_factory=list)
     risk_book: RiskBookSettings = RiskBookSettings()
     """Where the feeds' results are held, and how many at most."""
+    events: MqttEventsSettings | None = None
+    """The MQTT broker the site's events are published to (docs/events.md); none when
+    absent."""
     xray: BaseModel
     intake: Intake | None = None
     review: BaseModel
