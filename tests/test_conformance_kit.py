@@ -132,7 +132,9 @@ def test_the_suite_runs_beside_the_conftest_that_defines_the_fixture(tmp_path: P
     project.mkdir()
     toy = toy_copy(project)
     (project / "test_other.py").write_text("def test_other() -> None:\n    pass\n")
-    run = run_kit(["risk"], [project], tmp_path, extra=["--collect-only", "-q"])
+    # Run from the project, as an integrator does: test ids are relative to it (from another
+    # folder pytest takes the common ancestor of both as its root, unless that is "/").
+    run = run_kit(["risk"], [project], tmp_path, extra=["--collect-only", "-q"], cwd=project)
     assert run.returncode == 0, run.tail()
     collected = [line for line in run.output.splitlines() if "::test_" in line]
     kit_tests = [line for line in collected if "cargogate-conformance::risk::" in line]
