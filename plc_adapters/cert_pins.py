@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import re
 from collections.abc import Iterable
 from pathlib import Path
+
+from controller.core.pins import fingerprint, first_certificate
 
 PIN_FORMAT = (
     "the SHA-256 fingerprint of the DER certificate: 32 hexadecimal byte pairs joined by colons, "
@@ -41,29 +42,6 @@ def parse_pin(text: str) -> str:
     if _DIGITS.fullmatch(text):
         return ":".join(text[i : i + 2] for i in range(0, 64, 2)).upper()
     raise ValueError(f"expected {PIN_FORMAT}")
-
-
-def fingerprint(der: bytes) -> str:
-    """The pin of a DER certificate."""
-    return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
-
-
-def first_certificate(der: bytes) -> bytes:
-    """The first certificate of DER certificates sent back to back (a chain, as OPC UA sends
-    one): the outer SEQUENCE by its encoded length."""
-    if len(der) < 2 or der[0] != 0x30:
-        raise ValueError("not a DER certificate")
-    size = der[1]
-    if size < 0x80:
-        end = 2 + size
-    else:
-        width = size & 0x7F  # 0: indefinite length, which DER forbids
-        if not 1 <= width <= 4 or len(der) < 2 + width:
-            raise ValueError("not a DER certificate (bad length)")
-        end = 2 + width + int.from_bytes(der[2 : 2 + width], "big")
-    if len(der) < end:
-        raise ValueError(f"a truncated DER certificate ({len(der)} of {end} bytes)")
-    return der[:end]
 
 
 def certificate_der(path: Path) -> bytes:

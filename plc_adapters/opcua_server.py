@@ -24,7 +24,8 @@ from asyncua.server.user_managers import UserManager
 from asyncua.ua.status_codes import StatusCodes
 from cryptography import x509
 
-from plc_adapters.cert_pins import fingerprint, first_certificate, trust_list
+from controller.core.pins import fingerprint, first_certificate
+from plc_adapters.cert_pins import trust_list
 from plc_adapters.layout import FieldType, Key, Layout, Owner, Value, header
 from plc_adapters.opcua_wire import (
     AREA_NAMES,

@@ -27,7 +27,8 @@ from asyncua.common.node import Node
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
-from plc_adapters.cert_pins import certificate_der, fingerprint, first_certificate, parse_pin
+from controller.core.pins import fingerprint, first_certificate
+from plc_adapters.cert_pins import certificate_der, parse_pin
 from plc_adapters.layout import FieldType, Key, Layout, Value, header
 from plc_adapters.transport import LinkDownError, LinkRejectedError, quiet_protocol_loggers
 

@@ -27,9 +27,10 @@ from cryptography.hazmat.primitives import serialization
 from controller.app.site import load_config
 from controller.core.clock import MonotonicClock
 from controller.core.domain import DestinationReply, DestinationRequest
+from controller.core.pins import fingerprint, first_certificate
 from controller.core.reasons import Reason
 from controller.core.settings import ConfigError
-from plc_adapters.cert_pins import certificate_der, fingerprint, first_certificate, parse_pin
+from plc_adapters.cert_pins import certificate_der, parse_pin
 from plc_adapters.certs import CertificatePair, make_certificate
 from plc_adapters.cli import Emulator, Protocol, load_emulator_site
 from plc_adapters.layout import Layout

@@ -48,10 +48,11 @@ from asyncua.ua.uaerrors import UaError
 from cryptography import x509
 
 from controller.console.schemas import Moment
+from controller.core.pins import fingerprint, first_certificate
 from controller.core.views import SiteView
 from controller.scada.points import KEEP, ROOT, SPECS, Catalog, Kind, Point, points
 from controller.scada.settings import ScadaSettings
-from controller.scada.trust import fingerprint, first_certificate, trust_list
+from controller.scada.trust import trust_list
 
 log = logging.getLogger(__name__)
 

@@ -9,23 +9,19 @@ worse, look like a working trust list).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from controller.core.pins import fingerprint
+
 CERTIFICATE_SUFFIXES = (".der", ".pem", ".crt", ".cer")
 
 
 class TrustListError(ValueError):
     """A trust entry is missing, unreadable or holds no certificate (names the file)."""
-
-
-def fingerprint(der: bytes) -> str:
-    """SHA-256 of a DER certificate as OpenSSL prints it (``5B:BA:…``)."""
-    return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
 
 
 def certificate_der(path: Path) -> bytes:
@@ -56,15 +52,3 @@ def trust_list(entries: Iterable[Path]) -> dict[str, Path]:
         for path in files:
             trusted[fingerprint(certificate_der(path))] = path
     return trusted
-
-
-def first_certificate(der: bytes) -> bytes:
-    """The first certificate of DER certificates sent back to back (a chain, as OPC UA sends
-    one), by the outer SEQUENCE's encoded length."""
-    if len(der) < 2 or der[0] != 0x30:
-        raise ValueError("not a DER certificate")
-    size = der[1]
-    if size < 0x80:
-        return der[: 2 + size]
-    width = size & 0x7F
-    return der[: 2 + width + int.from_bytes(der[2 : 2 + width], "big")]

@@ -194,7 +194,7 @@ def verify(source: str | Path, site: str | None = None) -> list[SiteChain]:
                 for s in ([site] if site is not None else sites)
             ]
     except sa.exc.SQLAlchemyError as exc:
-        raise JournalSourceError(f"cannot read {_shown(source)}: {_first_line(exc)}") from exc
+        raise JournalSourceError(f"cannot read {shown(source)}: {first_line(exc)}") from exc
     finally:
         engine.dispose()
     return [
@@ -220,7 +220,7 @@ def _engine(source: str | Path) -> sa.Engine:
     try:
         url = sa.make_url(text)
     except (sa.exc.ArgumentError, ValueError) as exc:
-        raise JournalSourceError(f"not a database URL: {_shown(source)}") from exc
+        raise JournalSourceError(f"not a database URL: {shown(source)}") from exc
     backend = url.get_backend_name()
     if backend == "sqlite":
         return _engine(url.database or "")
@@ -293,12 +293,12 @@ def _row_by_row(conn: sa.Connection, site: str, after: int) -> list[Mapping[Any,
         try:
             rows.append(conn.execute(one).mappings().one())
         except ValueError as exc:
-            rows.append({"seq": seq, "unreadable": _first_line(exc)})
+            rows.append({"seq": seq, "unreadable": first_line(exc)})
             break
     return rows
 
 
-def _shown(source: str | Path) -> str:
+def shown(source: str | Path) -> str:
     """``source`` fit for a message: a URL's password hidden."""
     text = str(source)
     if "://" not in text:
@@ -309,7 +309,8 @@ def _shown(source: str | Path) -> str:
         return "(unparseable URL)"
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The driver's first line of an error, without SQLAlchemy's boilerplate."""
     cause = getattr(exc, "orig", None) or exc
     lines = str(cause).strip().splitlines()
     return f"{type(cause).__name__}: {lines[0] if lines else ''}"[:300]

@@ -19,7 +19,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 
 from controller.core.domain import EntryKind
-from controller.store.chain import JournalSourceError
+from controller.store.chain import JournalSourceError, first_line, shown
 from controller.store.openset import (
     ActiveHold,
     Fact,
@@ -393,21 +393,3 @@ def fold_open_parcels(
         name: sorted(openset.parcels.values(), key=lambda p: p.opened_seq)
         for name, openset in sets.items()
     }
-
-
-def shown(source: str | Path) -> str:
-    """``source`` fit for a message: a URL's password hidden."""
-    text = str(source)
-    if "://" not in text:
-        return text
-    try:
-        return sa.make_url(text).render_as_string(hide_password=True)
-    except (sa.exc.ArgumentError, ValueError):
-        return "(unparseable URL)"
-
-
-def first_line(exc: BaseException) -> str:
-    """The driver's first line of an error, without SQLAlchemy's boilerplate."""
-    cause = getattr(exc, "orig", None) or exc
-    lines = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {lines[0] if lines else ''}"[:300]
